@@ -1,0 +1,276 @@
+"""LightningDataModule: read splits, tokenize into windows, batch by length.
+
+Batches are built per batch in the collate function (dynamic padding, dense (B, C, n, n) gold
+tensor for just that batch). Training batches group windows of similar length
+(:class:`BucketBatchSampler`); evaluation batches keep the windows of a document together so
+its predictions can be merged and scored whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from distill.data.document import Document
+from distill.data.encoding import AlignmentReport, Window, encode_documents
+from distill.data.readers import read_split
+from distill.errors import ConfigError, DataError
+
+log = logging.getLogger("distill")
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass
+class Split:
+    """A split's documents and their windows."""
+
+    name: str
+    path: str
+    docs: list[Document]
+    windows: list[Window] | None = None
+    report: AlignmentReport | None = None
+
+
+class WindowDataset(Dataset):
+    """Windows of one split; items are window indices, the collate function builds the batch."""
+
+    def __init__(self, windows: list[Window], docs: list[Document], num_labels: int, pad_id: int):
+        self.windows, self.docs, self.num_labels, self.pad_id = windows, docs, num_labels, pad_id
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+    def collate(self, indices: list[int]) -> dict:
+        windows = [self.windows[i] for i in indices]
+        b, n = len(windows), max(len(w) for w in windows)
+        input_ids = torch.full((b, n), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros(b, n, dtype=torch.long)
+        content_mask = torch.zeros(b, n, dtype=torch.bool)
+        targets = torch.zeros(b, self.num_labels, n, n, dtype=torch.bool)
+        for k, w in enumerate(windows):
+            input_ids[k, : len(w)] = torch.tensor(w.input_ids)
+            attention_mask[k, : len(w)] = 1
+            content_mask[k, : len(w)] = torch.tensor(w.content)
+            for c, i, j in w.spans:
+                targets[k, c, i, j] = True
+        doc_indices = [w.doc_index for w in windows]
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "content_mask": content_mask,
+            "targets": targets,
+            "labeled": torch.tensor([w.labeled for w in windows]),
+            "window_ids": torch.tensor(indices),
+            "doc_indices": doc_indices,
+            "offsets": [w.offsets for w in windows],
+            "gold": {d: [(e.start, e.end, e.type) for e in self.docs[d].entities]
+                     for d in dict.fromkeys(doc_indices)},
+        }
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Length-bucketed batches; never splits a group (a document, for evaluation).
+
+    Groups are shuffled (when ``shuffle``), sharded across DDP ranks (training pads by repeating
+    groups so every rank has the same number of batches; evaluation does not pad, so every
+    document is scored exactly once), then sorted by length inside pools of ``pool`` batches and
+    cut into batches of at most ``batch_size`` windows."""
+
+    def __init__(self, lengths: list[int], groups: list[int], batch_size: int, shuffle: bool,
+                 seed: int = 0, pool: int = 50):
+        self.lengths, self.batch_size, self.shuffle, self.seed, self.pool = (
+            lengths, batch_size, shuffle, seed, pool)
+        members: dict[int, list[int]] = {}
+        for index, group in enumerate(groups):
+            members.setdefault(group, []).append(index)
+        self.groups = list(members.values())
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed + self.epoch)
+        groups = list(self.groups)
+        if self.shuffle:
+            rng.shuffle(groups)
+        world, rank = _world()
+        if world > 1:
+            if self.shuffle:  # training: equal batch counts on every rank
+                groups += groups[: (-len(groups)) % world]
+            groups = groups[rank::world]
+        batches: list[list[int]] = []
+        span = self.batch_size * self.pool
+        for lo in range(0, len(groups), span):
+            pool = sorted(groups[lo : lo + span], key=lambda g: max(self.lengths[i] for i in g))
+            batch: list[int] = []
+            for group in pool:
+                if batch and len(batch) + len(group) > self.batch_size:
+                    batches.append(batch)
+                    batch = []
+                batch = batch + group
+            if batch:
+                batches.append(batch)
+        if self.shuffle:
+            rng.shuffle(batches)
+        return batches
+
+    def __iter__(self):
+        yield from self._batches()
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+class NERDataModule(pl.LightningDataModule):
+    """Reads the configured splits; :meth:`encode` tokenizes them once the tokenizer is known.
+
+    ``holdout`` carves a fixed-seed evaluation set out of the train file (for datasets without
+    a public train split, e.g. CMeEE: ``train: dev.json``, ``holdout: 1000``)."""
+
+    def __init__(self, dir: str, train: str, dev: str | None = None, test: str | None = None,
+                 format: str = "jsonl", options: dict | None = None, flat: bool = False,
+                 limit_train: int | None = None, limit_eval: int | None = None,
+                 max_length: int = 256, stride: int = 64, batch_size: int = 32,
+                 eval_batch_size: int = 64, num_workers: int = 0, holdout: int | None = None,
+                 holdout_seed: int = 0, unlabeled: str | None = None, seed: int = 0,
+                 name: str | None = None):
+        super().__init__()
+        self.dir, self.format, self.options = Path(str(dir)), format, dict(options or {})
+        self.files = {"train": train, "dev": dev, "test": test}
+        self.flat, self.limit_train, self.limit_eval = flat, limit_train, limit_eval
+        self.max_length, self.stride = max_length, stride
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.holdout, self.holdout_seed, self.unlabeled, self.seed = holdout, holdout_seed, unlabeled, seed
+        self.name = name
+        self.splits: dict[str, Split] = {}
+        self.unlabeled_split: Split | None = None
+        self.labels: list[str] = []
+        self.tokenizer = None
+
+    # -- reading ---------------------------------------------------------------------------
+    def path(self, split: str) -> Path:
+        return self.dir / self.files[split]
+
+    def read(self, labels: list[str] | None = None) -> list[str]:
+        """Read every configured split; return the label set (from train unless ``labels``)."""
+        if self.splits:
+            return self.labels
+        if not self.files["train"]:
+            raise ConfigError("data.train: a train file is required")
+        train_docs = read_split(self.format, self.path("train"), **self.options)
+        if self.holdout:
+            if self.holdout >= len(train_docs):
+                raise ConfigError(f"data.holdout={self.holdout} must be smaller than the "
+                                  f"{len(train_docs)} documents of {self.path('train')}")
+            order = list(range(len(train_docs)))
+            random.Random(self.holdout_seed).shuffle(order)
+            held = set(order[: self.holdout])
+            self.splits["dev"] = Split("dev", f"{self.path('train')} (held out)",
+                                       [d for k, d in enumerate(train_docs) if k in held])
+            train_docs = [d for k, d in enumerate(train_docs) if k not in held]
+        self.splits["train"] = Split("train", str(self.path("train")), train_docs[: self.limit_train])
+        for split in ("dev", "test"):
+            if self.files[split] and split not in self.splits:
+                docs = read_split(self.format, self.path(split), **self.options)
+                self.splits[split] = Split(split, str(self.path(split)), docs)
+        for split in ("dev", "test"):
+            if split in self.splits:
+                self.splits[split].docs = self.splits[split].docs[: self.limit_eval]
+        if "dev" not in self.splits:
+            raise ConfigError("data.dev: an evaluation split is required (or set data.holdout)")
+        self.labels = sorted({e.type for d in self.splits["train"].docs for e in d.entities})
+        if labels is not None:
+            unknown = sorted(set(self.labels) - set(labels))
+            if unknown:
+                raise DataError(f"{self.path('train')}: labels {unknown} are not in the model's "
+                                f"label set {list(labels)}")
+            self.labels = list(labels)
+        if not self.labels:
+            raise DataError(f"{self.path('train')}: no entities in the training split")
+        for split in ("dev", "test"):
+            if split in self.splits:
+                self._check_labels(self.splits[split])
+        if self.unlabeled:
+            self.unlabeled_split = Split("unlabeled", str(self.unlabeled),
+                                         read_split("text", self.unlabeled))
+        return self.labels
+
+    def _check_labels(self, split: Split) -> None:
+        known = set(self.labels)
+        for doc in split.docs:
+            for entity in doc.entities:
+                if entity.type not in known:
+                    raise DataError(f"{doc.source or split.path}: label {entity.type!r} does not "
+                                    f"occur in the training data (known: {sorted(known)})")
+
+    # -- encoding --------------------------------------------------------------------------
+    def encode(self, tokenizer) -> None:
+        """Tokenize every split into windows and log alignment/vocabulary coverage."""
+        self.tokenizer = tokenizer
+        label_ids = {label: k for k, label in enumerate(self.labels)}
+        for split in list(self.splits.values()) + ([self.unlabeled_split] if self.unlabeled_split else []):
+            if split.windows is not None:
+                continue
+            split.report = AlignmentReport()
+            split.windows = encode_documents(
+                split.docs, tokenizer, label_ids, self.max_length, self.stride,
+                labeled=split.name != "unlabeled", report=split.report)
+            split.report.log(f"{split.name} ({split.path})")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokenizer is None:
+            raise RuntimeError("NERDataModule.encode(tokenizer) must run before training")
+
+    def dataset(self, split: str) -> WindowDataset:
+        s = self.splits[split]
+        windows, docs = s.windows, s.docs
+        if split == "train" and self.unlabeled_split is not None:
+            shift = len(docs)
+            extra = [Window(w.doc_index + shift, w.input_ids, w.offsets, w.content, [], False)
+                     for w in self.unlabeled_split.windows]
+            windows, docs = windows + extra, docs + self.unlabeled_split.docs
+        return WindowDataset(windows, docs, len(self.labels), self.tokenizer.pad_token_id)
+
+    def loader(self, split: str, shuffle: bool | None = None) -> DataLoader:
+        dataset = self.dataset(split)
+        training = split == "train" if shuffle is None else shuffle
+        groups = list(range(len(dataset))) if training else [w.doc_index for w in dataset.windows]
+        sampler = BucketBatchSampler(
+            [len(w) for w in dataset.windows], groups,
+            self.batch_size if training else self.eval_batch_size, shuffle=training, seed=self.seed)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        return self.loader("train")
+
+    def val_dataloader(self):
+        return self.loader("dev")
+
+    def test_dataloader(self):
+        return self.loader("test")
+
+    def config(self) -> dict:
+        """What a checkpoint must remember to window new text the same way."""
+        return {"name": self.name, "max_length": self.max_length, "stride": self.stride,
+                "flat": self.flat, "format": self.format, "options": self.options,
+                "dir": str(self.dir), "files": self.files, "holdout": self.holdout,
+                "holdout_seed": self.holdout_seed}

@@ -1,0 +1,92 @@
+"""Teacher logits computed once per dataset and reused by later epochs and later students.
+
+The cache holds, for every training window, the upper triangle (i ≤ j) of the teacher's
+(types, n, n) span logits in fp16, in one safetensors file named by a hash of the teacher's
+weights and the windows' token ids. Rank 0 writes it (atomically); every rank reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger("distill")
+
+
+def cache_key(teacher_file: str | os.PathLike, dataset) -> str:
+    digest = hashlib.sha256()
+    with open(teacher_file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    for window in dataset.windows:
+        digest.update(repr((window.input_ids, window.content)).encode())
+    return digest.hexdigest()[:24]
+
+
+class TeacherCache:
+    """Lazily built cache of the teacher's training-window logits."""
+
+    def __init__(self, folder: str | os.PathLike, teacher_file: str | os.PathLike, dataset,
+                 batch_size: int = 64):
+        self.dataset, self.batch_size = dataset, batch_size
+        self.path = Path(folder) / f"{cache_key(teacher_file, dataset)}.safetensors"
+        self.values: torch.Tensor | None = None
+        self.starts: torch.Tensor | None = None
+        self.build_seconds: float | None = None
+
+    def prepare(self, teacher, device, is_global_zero: bool = True, barrier=lambda: None) -> None:
+        """Build the file on rank 0 if it does not exist yet, then load it on every rank."""
+        if is_global_zero and not self.path.is_file():
+            started = time.perf_counter()
+            self._build(teacher, device)
+            self.build_seconds = time.perf_counter() - started
+            log.info("teacher logits cached in %.1f s: %s", self.build_seconds, self.path)
+        barrier()
+        tensors = load_file(self.path)
+        self.values, self.starts = tensors["values"], tensors["starts"]
+        if len(self.starts) != len(self.dataset) + 1:
+            raise RuntimeError(f"{self.path}: cache does not match the dataset")
+
+    @torch.no_grad()
+    def _build(self, teacher, device) -> None:
+        teacher = teacher.to(device).eval()
+        order = sorted(range(len(self.dataset)), key=lambda i: len(self.dataset.windows[i]))
+        pieces: dict[int, torch.Tensor] = {}
+        for lo in range(0, len(order), self.batch_size):
+            ids = order[lo : lo + self.batch_size]
+            batch = self.dataset.collate(ids)
+            logits = teacher(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                             batch["content_mask"].to(device)).float().cpu()
+            for row, index in enumerate(ids):
+                n = len(self.dataset.windows[index])
+                i, j = torch.triu_indices(n, n)
+                pieces[index] = logits[row, :, i, j].flatten().half()
+        sizes = torch.tensor([len(pieces[i]) for i in range(len(self.dataset))])
+        starts = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+        values = torch.cat([pieces[i] for i in range(len(self.dataset))])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({"values": values, "starts": starts}, tmp)
+            os.replace(tmp, self.path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def batch(self, window_ids: torch.Tensor, n: int) -> torch.Tensor:
+        """(B, C, n, n) float logits of the given windows, padded with −inf."""
+        num_types = self.dataset.num_labels
+        out = torch.full((len(window_ids), num_types, n, n), float("-inf"))
+        for row, index in enumerate(window_ids.tolist()):
+            length = len(self.dataset.windows[index])
+            i, j = torch.triu_indices(length, length)
+            flat = self.values[self.starts[index] : self.starts[index + 1]].float()
+            out[row, :, i, j] = flat.view(num_types, -1)
+        return out

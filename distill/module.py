@@ -1,0 +1,164 @@
+"""The one LightningModule that trains teachers and students.
+
+A teacher trains on the GlobalPointer loss alone. A student is the same module given a frozen
+teacher (or its cached logits) and a ``kd`` config; its loss adds the distillation term:
+
+    loss = α · T² · KL(p_teacher ‖ p_student) + (1 − α) · MLCE(student, gold) [+ β · hidden MSE]
+
+(see :mod:`distill.losses`). Unlabeled windows take only the distillation term.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from transformers import get_linear_schedule_with_warmup
+
+from distill import checkpoint
+from distill.decode import decode_batch
+from distill.losses import KD_LOSSES, hidden_state_mse, multilabel_categorical_crossentropy
+from distill.metrics import SpanF1, as_report
+from distill.model import SpanNER, span_mask
+
+log = logging.getLogger("distill")
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+class NERModule(pl.LightningModule):
+    def __init__(self, model: SpanNER, tokenizer, data_config: dict, optim: dict, decode: dict,
+                 kd: dict | None = None, teacher: SpanNER | None = None,
+                 layer_map: list[int] | None = None, teacher_cache=None, info: dict | None = None):
+        super().__init__()
+        self.save_hyperparameters(
+            {"optim": dict(optim), "decode": dict(decode), "kd": dict(kd) if kd else None,
+             "data": dict(data_config), "info": dict(info or {})})
+        self.model, self.tokenizer = model.train(), tokenizer  # from_pretrained leaves eval mode
+        self.optim, self.decode_cfg, self.kd = dict(optim), dict(decode), dict(kd or {})
+        self.data_config, self.info = dict(data_config), dict(info or {})
+        # The teacher is not a registered submodule: it is neither trained nor saved.
+        self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
+        self.teacher_cache = teacher_cache
+        self.layer_map = list(layer_map or [])
+        self.hidden_projections = None
+        if self.kd.get("beta", 0) > 0 and teacher is not None:
+            s_width, t_width = model.encoder.config.hidden_size, teacher.encoder.config.hidden_size
+            self.hidden_projections = nn.ModuleList(
+                nn.Linear(s_width, t_width) if s_width != t_width else nn.Identity()
+                for _ in self.layer_map)
+        self.metrics = nn.ModuleDict({"val": SpanF1(model.labels), "test": SpanF1(model.labels)})
+        self.reports: dict[str, dict] = {}
+
+    @property
+    def teacher(self) -> SpanNER | None:
+        return self._teacher[0] if self._teacher else None
+
+    def forward(self, batch, output_hidden_states: bool = False):
+        return self.model(batch["input_ids"], batch["attention_mask"], batch["content_mask"],
+                          output_hidden_states=output_hidden_states)
+
+    # -- training -------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.teacher_cache is not None and self.kd.get("alpha", 0) > 0:
+            self.teacher_cache.prepare(self.teacher, self.device, self.trainer.is_global_zero,
+                                       self.trainer.strategy.barrier)
+
+    def on_fit_start(self) -> None:
+        if self.teacher is not None:
+            self.teacher.to(self.device)
+
+    def training_step(self, batch, batch_idx):
+        alpha = float(self.kd.get("alpha", 0.0)) if self.teacher is not None or self.teacher_cache else 0.0
+        beta = float(self.kd.get("beta", 0.0)) if self.hidden_projections is not None else 0.0
+        outputs = self(batch, output_hidden_states=beta > 0)
+        logits, hidden = outputs if beta > 0 else (outputs, None)
+        valid = span_mask(batch["content_mask"])
+        labeled = batch["labeled"]
+        loss = torch.zeros((), device=self.device)
+        if alpha < 1:
+            gold = multilabel_categorical_crossentropy(logits, batch["targets"], valid, labeled)
+            self.log("train/loss_gold", gold)
+            loss = loss + (1 - alpha) * gold
+        if alpha > 0 or beta > 0:
+            teacher_logits, teacher_hidden = self.teacher_outputs(batch, need_hidden=beta > 0)
+            if alpha > 0:
+                kd_fn = KD_LOSSES[self.kd.get("loss", "softmax")]
+                kd = kd_fn(logits, teacher_logits, valid, float(self.kd.get("temperature", 1.0)))
+                self.log("train/loss_kd", kd)
+                loss = loss + alpha * kd
+            if beta > 0:
+                pairs_s = [hidden[k + 1] for k in range(len(self.layer_map))]
+                pairs_t = [teacher_hidden[t + 1] for t in self.layer_map]
+                hid = hidden_state_mse(pairs_s, pairs_t, batch["attention_mask"], self.hidden_projections)
+                self.log("train/loss_hidden", hid)
+                loss = loss + beta * hid
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    @torch.no_grad()
+    def teacher_outputs(self, batch, need_hidden: bool = False):
+        """Teacher logits for the batch (from the cache when there is one) and, when asked,
+        its hidden states (always live)."""
+        if self.teacher_cache is not None and not need_hidden:
+            n = batch["input_ids"].shape[1]
+            logits = self.teacher_cache.batch(batch["window_ids"], n).to(self.device)
+            return logits, None
+        out = self.teacher(batch["input_ids"], batch["attention_mask"], batch["content_mask"],
+                           output_hidden_states=need_hidden)
+        return out if need_hidden else (out, None)
+
+    # -- evaluation -----------------------------------------------------------------------
+    def predict_documents(self, batch) -> dict[int, list]:
+        logits = self(batch)
+        return decode_batch(logits, batch["offsets"], batch["doc_indices"], self.model.labels,
+                            self.decode_cfg.get("threshold", 0.0), self.decode_cfg.get("flat", False))
+
+    def _eval_step(self, batch, split: str) -> None:
+        predicted = self.predict_documents(batch)
+        docs = list(batch["gold"])
+        self.metrics[split].update([[(p.start, p.end, p.type) for p in predicted.get(d, [])] for d in docs],
+                                   [batch["gold"][d] for d in docs])
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def _eval_epoch_end(self, split: str) -> None:
+        metric = self.metrics[split]
+        report = as_report(metric)
+        self.reports["dev" if split == "val" else "test"] = report
+        for key in ("f1", "precision", "recall", "exact_match"):
+            self.log(f"{split}/{key}", report[key], prog_bar=key == "f1")
+        metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # -- optimisation & checkpoints ----------------------------------------------------------
+    def configure_optimizers(self):
+        groups: dict[tuple[float, float], list] = {}
+        head_lr = float(self.optim.get("head_lr", self.optim["lr"]))
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            lr = float(self.optim["lr"]) if name.startswith("model.encoder.") else head_lr
+            decay = 0.0 if any(k in name for k in NO_DECAY) else float(self.optim.get("weight_decay", 0.0))
+            groups.setdefault((lr, decay), []).append(param)
+        optimizer = torch.optim.AdamW(
+            [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()])
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(float(self.optim.get("warmup", 0.1)) * total)
+        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, ckpt: dict) -> None:
+        ckpt["distill"] = checkpoint.metadata(self.model, self.tokenizer, self.data_config,
+                                              self.decode_cfg, info=self.info)

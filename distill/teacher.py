@@ -1,0 +1,36 @@
+"""``python -m distill.teacher``: train a BERT + GlobalPointer teacher (Hydra config: conf/teacher.yaml)."""
+
+from __future__ import annotations
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from distill.cli import one_line_errors
+from distill.encoder import build_model, load_tokenizer
+from distill.module import NERModule
+from distill.run import fit_and_evaluate
+
+
+def train_teacher(cfg: DictConfig) -> dict:
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    labels = datamodule.read()
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.get("trust_remote_code", False))
+    train_texts = [d.text for d in datamodule.splits["train"].docs]
+    model = build_model(cfg.model, labels, tokenizer, train_texts)
+    datamodule.encode(tokenizer)
+    module = NERModule(model, tokenizer, datamodule.config(), cfg.optim, cfg.decode,
+                       info={"role": "teacher", "model": str(cfg.model.name_or_path)})
+    return fit_and_evaluate(cfg, module, datamodule, str(cfg.model.name_or_path))
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="teacher")
+@one_line_errors
+def main(cfg: DictConfig) -> None:
+    train_teacher(cfg)
+
+
+if __name__ == "__main__":
+    main()
