@@ -47,11 +47,13 @@ class SpanF1(Metric):
         tp, fp, fn = self.tp.sum(), self.fp.sum(), self.fn.sum()
         precision, recall, f1 = _prf(tp, fp, fn)
         result = {"precision": precision, "recall": recall, "f1": f1,
-                  "exact_match": self.exact.double() / self.documents.clamp_min(1).double()}
+                  "exact_match": self.exact.double() / self.documents.clamp_min(1).double(),
+                  "documents": self.documents.clone()}  # counts from the synced (all-rank) states
         per_type = _prf(self.tp, self.fp, self.fn)
         for k, label in enumerate(self.labels):
             for name, values in zip(("precision", "recall", "f1"), per_type):
                 result[f"{label}/{name}"] = values[k]
+            result[f"{label}/support"] = self.tp[k] + self.fn[k]
         return result
 
 
@@ -68,11 +70,11 @@ def as_report(metric: SpanF1) -> dict:
     plus the raw counts (support = gold entities)."""
     values = {k: float(v) for k, v in metric.compute().items()}
     report = {k: values[k] for k in ("f1", "precision", "recall", "exact_match")}
-    report["documents"] = int(metric.documents)
+    report["documents"] = int(values["documents"])
     report["per_type"] = {
         label: {"f1": values[f"{label}/f1"], "precision": values[f"{label}/precision"],
                 "recall": values[f"{label}/recall"],
-                "support": int(metric.tp[k] + metric.fn[k])}
-        for k, label in enumerate(metric.labels)
+                "support": int(values[f"{label}/support"])}
+        for label in metric.labels
     }
     return report

@@ -116,8 +116,12 @@ def _add_retention(metrics: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="student")
 @one_line_errors
-def main(cfg: DictConfig) -> None:
-    train_student(cfg)
+def main(cfg: DictConfig) -> float | None:
+    metrics = train_student(cfg)
+    if cfg.get("optimized_metric"):  # e.g. dev/f1: the objective a sweeper (Optuna) optimises
+        split, key = cfg.optimized_metric.split("/")
+        return metrics[split][key]
+    return None
 
 
 if __name__ == "__main__":

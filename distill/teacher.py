@@ -28,8 +28,12 @@ def train_teacher(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="teacher")
 @one_line_errors
-def main(cfg: DictConfig) -> None:
-    train_teacher(cfg)
+def main(cfg: DictConfig) -> float | None:
+    metrics = train_teacher(cfg)
+    if cfg.get("optimized_metric"):  # e.g. dev/f1: the objective a sweeper (Optuna) optimises
+        split, key = cfg.optimized_metric.split("/")
+        return metrics[split][key]
+    return None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,91 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from conftest import REPO, SAMPLE
+from distill.checkpoint import load_checkpoint
+from distill.data.datamodule import NERDataModule
+from distill.data.readers import read_jsonl, write_jsonl
+from distill.encoder import load_encoder, load_tokenizer
+from distill.model import SpanNER
+from distill.module import NERModule
+
+
+def run_cli(module: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", module, *overrides], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{module} failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+def test_tiny_model_overfits_twenty_sentences(tiny_bert, tmp_path):
+    docs = read_jsonl(SAMPLE / "train.jsonl")[:20]
+    write_jsonl(docs, tmp_path / "train.jsonl")
+    pl.seed_everything(0)
+    dm = NERDataModule(tmp_path, "train.jsonl", "train.jsonl", batch_size=10, max_length=64,
+                       stride=16)
+    labels = dm.read()
+    tokenizer = load_tokenizer(str(tiny_bert))
+    dm.encode(tokenizer)
+    model = SpanNER(load_encoder(str(tiny_bert)), labels, dropout=0.0)
+    module = NERModule(model, tokenizer, dm.config(), {"lr": 3e-3, "head_lr": 3e-3, "warmup": 0.0},
+                       {"threshold": 0.0, "flat": False})
+    trainer = pl.Trainer(max_epochs=150, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         check_val_every_n_epoch=150, use_distributed_sampler=False)
+    trainer.fit(module, datamodule=dm)
+    assert module.reports["dev"]["f1"] == 1.0
+    assert module.reports["dev"]["exact_match"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tiny_bert, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("teacher")
+    run_cli("distill.teacher", f"model.name_or_path={tiny_bert}", "trainer=fast_dev_run",
+            "data.limit_train=40", "data.limit_eval=20", f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def test_teacher_cli_writes_metrics_and_checkpoint(teacher_run):
+    metrics = json.loads((teacher_run / "metrics.json").read_text())
+    assert metrics["model"]["layers"] == 2 and metrics["model"]["hidden_size"] == 32
+    assert metrics["model"]["params"] > 0
+    for split in ("dev", "test"):
+        assert set(metrics[split]) >= {"f1", "precision", "recall", "exact_match", "per_type"}
+        assert metrics[split]["documents"] == 20
+        assert set(metrics[split]["per_type"]) == {"LOC", "MISC", "ORG", "PER"}
+    assert metrics["train"]["seconds"] > 0 and metrics["train"]["examples_per_second"] > 0
+    assert metrics["checkpoint"] == str((teacher_run / "best.ckpt").resolve())
+    assert (teacher_run / "last.ckpt").is_file()
+
+
+def test_checkpoint_is_self_contained(teacher_run, tiny_bert, tmp_path):
+    """A new process with no access to the model folder loads the checkpoint and gets the same
+    logits as this one."""
+    loaded = load_checkpoint(teacher_run)
+    enc = loaded.tokenizer(["Smith visited Paris ."], return_tensors="pt")
+    content = torch.tensor([[0] + [1] * (enc["input_ids"].shape[1] - 2) + [0]]).bool()
+    with torch.no_grad():
+        here = loaded.model(enc["input_ids"], enc["attention_mask"], content)
+    script = (
+        "import sys, torch; from distill.checkpoint import load_checkpoint\n"
+        f"m = load_checkpoint({str(teacher_run)!r})\n"
+        "e = m.tokenizer(['Smith visited Paris .'], return_tensors='pt')\n"
+        "c = torch.tensor([[0] + [1] * (e['input_ids'].shape[1] - 2) + [0]]).bool()\n"
+        f"torch.save(m.model(e['input_ids'], e['attention_mask'], c).detach(), {str(tmp_path / 'l.pt')!r})\n"
+    )
+    hidden = tiny_bert.with_name(tiny_bert.name + "_moved")
+    tiny_bert.rename(hidden)  # the original model folder is gone
+    try:
+        subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=120)
+    finally:
+        hidden.rename(tiny_bert)
+    there = torch.load(tmp_path / "l.pt")
+    assert torch.equal(here, there)
+    assert loaded.labels == ["LOC", "MISC", "ORG", "PER"]
+    assert loaded.meta["data"]["max_length"] == 128 and "threshold" in loaded.meta["decode"]
