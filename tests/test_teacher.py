@@ -89,3 +89,16 @@ def test_checkpoint_is_self_contained(teacher_run, tiny_bert, tmp_path):
     assert torch.equal(here, there)
     assert loaded.labels == ["LOC", "MISC", "ORG", "PER"]
     assert loaded.meta["data"]["max_length"] == 128 and "threshold" in loaded.meta["decode"]
+
+
+def test_teacher_cli_on_a_slice_of_real_conll(tiny_bert, tmp_path):
+    from conftest import require_shared
+
+    conll = require_shared("conll2003")
+    run_cli("distill.teacher", "data=conll2003", f"data.dir={conll}", f"model.name_or_path={tiny_bert}",
+            "trainer=fast_dev_run", "data.limit_train=64", "data.limit_eval=32",
+            f"hydra.run.dir={tmp_path}")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["data"]["options"]["tag_columns"] == [-1]
+    assert metrics["dev"]["documents"] == 32 and (tmp_path / "best.ckpt").is_file()
+    assert load_checkpoint(tmp_path).meta["decode"]["flat"] is True

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
+from omegaconf import Container, OmegaConf
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -153,6 +154,8 @@ class NERDataModule(pl.LightningDataModule):
                  holdout_seed: int = 0, unlabeled: str | None = None, seed: int = 0,
                  name: str | None = None):
         super().__init__()
+        if isinstance(options, Container):  # Hydra passes DictConfig/ListConfig values
+            options = OmegaConf.to_container(options, resolve=True)
         self.dir, self.format, self.options = Path(str(dir)), format, dict(options or {})
         self.files = {"train": train, "dev": dev, "test": test}
         self.flat, self.limit_train, self.limit_eval = flat, limit_train, limit_eval
