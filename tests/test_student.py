@@ -179,3 +179,44 @@ def test_student_cli_errors(teacher4_run, tmp_path, overrides, message):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and message in last, result.stderr[-2000:]
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_hidden_state_matching_uses_the_copied_layers(setup):
+    dm, tokenizer, teacher, batch = setup
+    student = build_student(teacher, [1, 3], "teacher")
+    kd = {"alpha": 0.5, "temperature": 1.0, "loss": "softmax", "beta": 1.0}
+    module = NERModule(student, tokenizer, dm.config(), {"lr": 1e-3}, {"threshold": 0.0}, kd=kd,
+                       teacher=teacher, layer_map=[1, 3])
+    module.eval()  # no dropout: copied layers reproduce the teacher's hidden states
+    loss = module.training_step(batch, 0)
+    # Student layer k equals teacher layer layer_map[k] only for k = 0 (layer 1 sees layer 0's
+    # output in the teacher but the embeddings in the student), so the loss is positive and finite.
+    assert torch.isfinite(loss) and loss > 0
+    with torch.no_grad():
+        _, s_hidden = student(batch["input_ids"], batch["attention_mask"], batch["content_mask"], True)
+        _, t_hidden = teacher(batch["input_ids"], batch["attention_mask"], batch["content_mask"], True)
+    assert torch.equal(s_hidden[0], t_hidden[0])  # shared embeddings
+
+
+def test_unlabeled_text_adds_kd_only_examples(setup, tmp_path):
+    _, tokenizer, teacher, _ = setup
+    (tmp_path / "raw.txt").write_text("Anna Berg flew to Lisbon .\nThe Lisbon Titans won .\n")
+    dm = NERDataModule(SAMPLE, "train.jsonl", "dev.jsonl", limit_train=4, limit_eval=2,
+                       unlabeled=str(tmp_path / "raw.txt"), max_length=48, stride=12)
+    dm.read(labels=teacher.labels)
+    dm.encode(tokenizer)
+    train = dm.dataset("train")
+    assert len(train) == 6 and [w.labeled for w in train.windows] == [True] * 4 + [False] * 2
+    batch = train.collate([0, 4, 5])
+    assert batch["labeled"].tolist() == [True, False, False] and not batch["targets"][1:].any()
+    student = build_student(teacher, [1, 3], "teacher")
+    module = NERModule(student, tokenizer, dm.config(), {"lr": 1e-3}, {"threshold": 0.0},
+                       kd={"alpha": 0.5, "temperature": 1.0}, teacher=teacher)
+    module.eval()
+    with torch.no_grad():
+        s = module(batch)
+        valid = span_mask(batch["content_mask"])
+        gold_only_labeled = multilabel_categorical_crossentropy(s[:1], batch["targets"][:1], valid[:1])
+        t = teacher(batch["input_ids"], batch["attention_mask"], batch["content_mask"])
+        expected = 0.5 * kd_softmax_kl(s, t, valid) + 0.5 * gold_only_labeled
+        assert torch.allclose(module.training_step(batch, 0), expected, atol=1e-6)
