@@ -164,7 +164,7 @@ def load_runs(paths: list[Path]) -> tuple[list[Run], list[Failed]]:
     return runs, failed
 
 
-def add_teachers(runs: list[Run], failed: list[Failed]) -> list[Run]:
+def add_teachers(runs: list[Run]) -> list[Run]:
     """``runs`` plus one teacher run per distinct student teacher not given (deduplicated by
     checkpoint): read from the metrics.json beside the checkpoint, else from the student's record."""
     teachers = {r.checkpoint: r for r in runs if r.role == TEACHER and r.checkpoint}
@@ -241,7 +241,8 @@ def build_rows(runs: list[Run]) -> list[dict]:
         m = run.metrics
         model = m.get("model") or {}
         row = {c: None for c in COLUMNS}
-        row.update(role=run.role, run=display_path(run.run_dir) or display_path(Path(m["checkpoint"]).parent),
+        where = run.run_dir or (Path(m["checkpoint"]).parent if m.get("checkpoint") else None)
+        row.update(role=run.role, run=display_path(where),
                    data=(m.get("data") or {}).get("name"), params=model.get("params"),
                    dev_f1=_f1(m, "dev"), test_f1=_f1(m, "test"),
                    dev_exact_match=_get(m, "dev", "exact_match"),
@@ -510,7 +511,7 @@ def plot_f1_vs_latency(rows: list[dict], path: Path) -> bool:
     ax.set_ylabel(f"{split} F1 (%)")
     ax.set_title(f"{split} F1 vs CPU latency")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -537,10 +538,19 @@ def plot_f1_vs_depth(rows: list[dict], path: Path) -> bool:
         for kd, style, marker in (("KD", "-", "o"), ("none", "--", "s")):
             sel = sorted((r for r in students if (r["pruning"] or "") == pruning and r["kd"] == kd),
                          key=lambda r: r["depth"])
-            if sel:
-                ax.plot([r["depth"] for r in sel], [100 * r[f"{split}_f1"] for r in sel],
-                        linestyle=style, marker=marker, color=colors(k % 10),
-                        label=f"{pruning or '?'}, {'KD' if kd == 'KD' else 'no KD'}")
+            if not sel:
+                continue
+            # every run is a point; the line joins the best run of each depth (sweeps with
+            # several KD settings per depth, e.g. Optuna trials, give several points)
+            best: dict[int, float] = {}
+            for r in sel:
+                best[r["depth"]] = max(best.get(r["depth"], -1.0), 100 * r[f"{split}_f1"])
+            color = colors(k % 10)
+            ax.plot(list(best), list(best.values()), linestyle=style, marker=marker, color=color,
+                    label=f"{pruning or '?'}, {'KD' if kd == 'KD' else 'no KD'}")
+            if len(best) < len(sel):
+                ax.scatter([r["depth"] for r in sel], [100 * r[f"{split}_f1"] for r in sel],
+                           marker=marker, color=color, alpha=0.4, s=18)
     for k, teacher in enumerate(teachers):
         ax.axhline(100 * teacher[f"{split}_f1"], color="black", linestyle=(":", "-.")[k % 2],
                    linewidth=1.2, label=teacher["name"] if len(teachers) == 1 else
@@ -552,7 +562,7 @@ def plot_f1_vs_depth(rows: list[dict], path: Path) -> bool:
     ax.set_ylabel(f"{split} F1 (%)")
     ax.set_title(f"{split} F1 vs depth, by pruning strategy")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -627,7 +637,7 @@ def compare(paths: list[Path], output: Path | None = None, latency: bool = True,
         if failed:
             raise CompareError(f"no completed run under {where} ({len(failed)} failed or incomplete)")
         raise CompareError(f"no run found under {where} (no {METRICS} and no .hydra/ run folder)")
-    runs = add_teachers(runs, failed)
+    runs = add_teachers(runs)
     rows = build_rows(runs)
     notes = []
     if latency:

@@ -10,10 +10,12 @@ from omegaconf import DictConfig
 from distill.cli import one_line_errors
 from distill.encoder import build_model, load_tokenizer
 from distill.module import NERModule
-from distill.run import fit_and_evaluate
+from distill.run import finished_run, fit_and_evaluate
 
 
 def train_teacher(cfg: DictConfig) -> dict:
+    if (finished := finished_run(cfg)) is not None:  # this run dir holds it already
+        return finished
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     labels = datamodule.read()

@@ -1,0 +1,192 @@
+"""``python -m distill.compare`` on synthetic run folders (no training, no real latency)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from distill import compare
+
+TEACHER_DEV, TEACHER_TEST = 0.90, 0.80
+
+
+def report(f1: float, em: float = 0.5) -> dict:
+    return {"f1": f1, "precision": f1, "recall": f1, "exact_match": em, "documents": 10,
+            "per_type": {}}
+
+
+def write_run(folder: Path, metrics: dict | str | None, log: str | None = None) -> Path:
+    (folder / ".hydra").mkdir(parents=True, exist_ok=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("[]\n")
+    if metrics is not None:
+        text = metrics if isinstance(metrics, str) else json.dumps(metrics)
+        (folder / "metrics.json").write_text(text)
+        (folder / "best.ckpt").write_bytes(b"not a real checkpoint")
+    if log is not None:
+        (folder / "student.log").write_text(log)
+    return folder
+
+
+def teacher_metrics(folder: Path) -> dict:
+    return {"model": {"name": "tiny", "layers": 4, "hidden_size": 32, "params": 1_000_000},
+            "dev": report(TEACHER_DEV, 0.6), "test": report(TEACHER_TEST, 0.55),
+            "train": {"seconds": 1.0, "epochs": 1, "steps": 2, "examples_per_second": 3.0},
+            "data": {"name": "sample"}, "checkpoint": str((folder / "best.ckpt").resolve())}
+
+
+def student_metrics(teacher_ckpt: str, depth: int, pruning: str, alpha: float,
+                    dev: float, test: float | None) -> dict:
+    metrics = {
+        "model": {"name": f"tiny -> {depth} layers", "layers": depth, "hidden_size": 32,
+                  "params": 250_000 * depth},
+        "dev": report(dev), "train": {"seconds": 1.0}, "data": {"name": "sample"},
+        "checkpoint": None,
+        # the teacher as evaluated in the student's run (same evaluation data)
+        "teacher": {"checkpoint": teacher_ckpt, "model": {"name": "tiny", "layers": 4, "params": 1_000_000},
+                    "dev": report(TEACHER_DEV), **({"test": report(TEACHER_TEST)} if test else {})},
+        "student": {"depth": depth, "layers": list(range(depth)), "pruning": pruning, "init": "teacher"},
+        "kd": {"alpha": alpha, "temperature": 2.0, "loss": "softmax", "beta": 0.0, "cache": True},
+    }
+    if test is not None:
+        metrics["test"] = report(test)
+    return metrics
+
+
+@pytest.fixture()
+def runs(tmp_path: Path) -> dict:
+    """teacher/ + a nested multirun with 3 students, one failed job, one invalid metrics.json."""
+    teacher = tmp_path / "teacher" / "2026-01-01_10-00-00"
+    write_run(teacher, teacher_metrics(teacher))
+    ckpt = str((teacher / "best.ckpt").resolve())
+    sweep = tmp_path / "multirun" / "2026-01-01" / "12-00-00"
+    (sweep).mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("{}\n")
+    specs = {"0": (2, "uniform", 0.5, 0.85, 0.72), "1": (1, "uniform", 0.5, 0.60, 0.40),
+             "3": (2, "bottom", 0.0, 0.70, None)}
+    for job, (depth, pruning, alpha, dev, test) in specs.items():
+        folder = sweep / job
+        m = student_metrics(ckpt, depth, pruning, alpha, dev, test)
+        m["checkpoint"] = str((folder / "best.ckpt").resolve())
+        write_run(folder, m)
+    write_run(sweep / "2", None, log="[2026-01-01 12:00:00,000][distill][ERROR] - teacher: boom\n")
+    write_run(tmp_path / "broken", "{not json")
+    return {"root": tmp_path, "teacher": teacher, "sweep": sweep, "ckpt": ckpt}
+
+
+def by_name(rows):
+    return {r["name"]: r for r in rows}
+
+
+def test_compare_without_latency(runs, capsys):
+    out = runs["root"] / "report"
+    assert compare.main([str(runs["teacher"]), str(runs["sweep"].parent.parent), str(runs["root"] / "broken"),
+                         "--output", str(out), "--no-latency"]) == 0
+    printed = capsys.readouterr()
+    # order: teacher first, then depth desc, pruning (uniform before bottom), KD before none
+    with open(out / "comparison.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["name"] for r in rows] == ["teacher 4L", "2L uniform KD", "2L bottom no-KD",
+                                         "1L uniform KD"]
+    assert [r["role"] for r in rows] == ["teacher", "student", "student", "student"]
+    rows = by_name(rows)
+    # retention: student test F1 / teacher test F1; dev when the student has no test split
+    assert float(rows["2L uniform KD"]["retention_pct"]) == pytest.approx(100 * 0.72 / TEACHER_TEST)
+    assert rows["2L uniform KD"]["retention_split"] == "test"
+    assert float(rows["1L uniform KD"]["retention_pct"]) == pytest.approx(100 * 0.40 / TEACHER_TEST)
+    assert float(rows["2L bottom no-KD"]["retention_pct"]) == pytest.approx(100 * 0.70 / TEACHER_DEV)
+    assert rows["2L bottom no-KD"]["retention_split"] == "dev"
+    assert rows["2L bottom no-KD"]["kd"] == "none" and rows["2L uniform KD"]["kd_alpha"] == "0.5"
+    assert rows["teacher 4L"]["p50_ms"] == "" and rows["2L uniform KD"]["speedup"] == ""
+    # the failed job and the invalid metrics.json are reported, not skipped
+    md = (out / "comparison.md").read_text()
+    assert "## Failed or incomplete runs" in md
+    failed_section = md.split("## Failed or incomplete runs")[1]
+    assert "12-00-00/2" in failed_section and "teacher: boom" in failed_section
+    assert "broken" in failed_section and "not JSON" in failed_section
+    assert "warning: failed or incomplete run" in printed.err and printed.err.count("warning:") == 2
+    # the markdown table goes to stdout; the depth plot is written, the latency plot is not
+    assert "| teacher 4L |" in printed.out and "| 2L uniform KD |" in printed.out
+    assert "| 90.00 | 80.00 |" in printed.out  # teacher dev / test F1 in %
+    assert (out / "f1_vs_depth.png").stat().st_size > 1000
+    assert not (out / "f1_vs_latency.png").exists()
+
+
+class FakeBench:
+    """A stand-in for distill.bench: latency grows with depth (teacher 4 layers)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def load_bench_model(self, spec, runtime=None):
+        metrics = json.loads((Path(spec).parent / "metrics.json").read_text())
+        return types.SimpleNamespace(name=str(spec), runtime=runtime or "torch",
+                                     layers=metrics["model"]["layers"])
+
+    def measure(self, models, cases, warmup=3, repeats=20, progress=False):
+        self.calls.append({"models": list(models), "cases": list(cases), "repeats": repeats})
+        rows = []
+        for batch, tokens in cases:  # case-major, as an interleaving bench would
+            for m in models:
+                ms = 2.0 * m.layers * (1 if batch == 1 else 10)
+                rows.append({"model": m.name, "runtime": m.runtime, "batch": batch,
+                             "tokens": tokens, "p50_ms": ms, "p95_ms": ms * 1.1,
+                             "per_second": 1000 * batch / ms})
+        return rows
+
+
+def test_compare_with_latency(runs, monkeypatch, capsys):
+    fake = FakeBench()
+    monkeypatch.setitem(sys.modules, "distill.bench",
+                        types.SimpleNamespace(load_bench_model=fake.load_bench_model,
+                                              measure=fake.measure))
+    # only the sweep is given: its teacher is found through the students' checkpoint path
+    assert compare.main([str(runs["sweep"]), "--repeats", "2"]) == 0
+    assert len(fake.calls) == 1  # all models measured together (interleaved), once
+    call = fake.calls[0]
+    assert call["cases"] == [(1, 64), (32, 64)] and call["repeats"] == 2 and len(call["models"]) == 4
+    result = compare.compare([runs["sweep"]], runs["root"] / "again", repeats=2)
+    rows = by_name(result["rows"])
+    assert list(rows)[0] == "teacher 4L" and len(rows) == 4  # one teacher row
+    assert rows["teacher 4L"]["p50_ms"] == 8.0 and rows["teacher 4L"]["speedup"] == 1.0
+    assert rows["2L uniform KD"]["speedup"] == pytest.approx(2.0)
+    assert rows["1L uniform KD"]["speedup"] == pytest.approx(4.0)
+    assert rows["1L uniform KD"]["throughput_per_s"] == pytest.approx(1000 * 32 / 20)
+    for name in ("comparison.md", "comparison.csv", "f1_vs_latency.png", "f1_vs_depth.png"):
+        assert (runs["sweep"] / name).stat().st_size > 0
+    md = (runs["sweep"] / "comparison.md").read_text()
+    assert "4.00×" in md and "![f1_vs_latency.png](f1_vs_latency.png)" in md
+    assert "12-00-00/2" in md.split("## Failed or incomplete runs")[1]
+
+
+def test_teacher_from_student_record_and_dedupe(runs):
+    # the teacher's run folder is gone: its row comes from the students' record of it (once)
+    for path in runs["teacher"].iterdir():
+        if path.is_file():
+            path.unlink()
+    result = compare.compare([runs["sweep"]], latency=False)
+    teachers = [r for r in result["rows"] if r["role"] == "teacher"]
+    assert len(teachers) == 1 and teachers[0]["test_f1"] == TEACHER_TEST
+    assert teachers[0]["note"] == "teacher from student"
+
+
+def test_no_run_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert compare.main([str(tmp_path / "empty"), "--no-latency"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no run found") and "\n" not in err
+    assert compare.main([str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    write_run(tmp_path / "only_failed", None)
+    assert compare.main([str(tmp_path / "only_failed"), "--no-latency"]) == 2
+    err = capsys.readouterr().err
+    assert "1 failed or incomplete" in err and "warning: failed or incomplete run" in err
+
+
+def test_pareto_front():
+    points = [(10.0, 90.0), (5.0, 85.0), (6.0, 80.0), (2.0, 60.0), (12.0, 89.0)]
+    assert compare.pareto_front(points) == [3, 1, 0]

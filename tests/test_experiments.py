@@ -1,0 +1,104 @@
+"""The recipe configs (conf/experiment, conf/hparams_search) compose with the primary configs
+they are meant for and point at data files that exist (when ../shared/data is present)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import distill.cli  # noqa: F401  (registers the ${pkgdir:...} resolver)
+from conftest import shared_data
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+DATASETS = ["conll2003", "cluener", "cmeee", "germeval2014", "resume_ner"]
+CHINESE = {"cluener", "cmeee", "resume_ner"}
+TEACHERS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.endswith("_students"))
+STUDENTS = sorted(p.stem for p in (CONF / "experiment").glob("*_students.yaml"))
+
+
+def compose_cfg(config_name: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name, overrides=overrides, return_hydra_config=True)
+
+
+def test_every_dataset_has_a_teacher_and_a_student_experiment():
+    assert set(DATASETS) <= set(TEACHERS)
+    assert {f"{d}_students" for d in DATASETS} <= set(STUDENTS)
+    for path in (CONF / "experiment").glob("*.yaml"):
+        assert path.read_text().startswith("# @package _global_"), path
+
+
+@pytest.mark.parametrize("name", TEACHERS)
+def test_teacher_experiment_composes(name):
+    cfg = compose_cfg("teacher", [f"+experiment={name}"])
+    assert cfg.data.name == name
+    assert cfg.hydra.run.dir == f"outputs/{name}/teacher"
+    assert cfg.model.init == "pretrained" and cfg.trainer.max_epochs >= 1
+    assert cfg.model.extend_vocab is (name in CHINESE)
+    assert cfg.optimized_metric is None
+    # the experiment's values win over a trainer chosen on the command line
+    gpu = compose_cfg("teacher", [f"+experiment={name}", "trainer=gpu"])
+    assert gpu.trainer.accelerator == "gpu" and gpu.trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def test_cmeee_holds_out_part_of_dev():
+    cfg = compose_cfg("teacher", ["+experiment=cmeee"])
+    assert (cfg.data.train, cfg.data.dev, cfg.data.holdout, cfg.data.holdout_seed) == \
+        ("dev.json", None, 1000, 0)
+
+
+@pytest.mark.parametrize("name", TEACHERS)
+def test_teacher_experiment_points_at_existing_files(name):
+    if not shared_data().is_dir():
+        pytest.skip(f"{shared_data()} not available")
+    cfg = compose_cfg("teacher", [f"+experiment={name}"])
+    folder = Path(cfg.data.dir)
+    folder = folder if folder.is_absolute() else REPO / folder
+    assert folder.is_dir(), folder
+    for split in ("train", "dev", "test"):
+        if cfg.data[split] is not None:
+            assert (folder / cfg.data[split]).is_file(), (split, folder / cfg.data[split])
+
+
+@pytest.mark.parametrize("name", STUDENTS)
+def test_student_experiment_composes(name):
+    dataset = name.removesuffix("_students")
+    teacher_cfg = compose_cfg("teacher", [f"+experiment={dataset}"])
+    cfg = compose_cfg("student", [f"+experiment={name}"])
+    assert cfg.task_name == name
+    assert cfg.teacher == teacher_cfg.hydra.run.dir  # the teacher experiment's run folder
+    assert cfg.data.name is None and cfg.data.dir is None  # data comes from the teacher checkpoint
+    assert cfg.data.batch_size == teacher_cfg.data.batch_size
+    assert cfg.trainer.max_epochs == teacher_cfg.trainer.max_epochs
+    assert cfg.hydra.sweep.dir == f"outputs/{dataset}/students"
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    assert params == {"student.depth": "1,2,3,4", "student.pruning": "uniform,bottom",
+                      "kd": "default,none"}
+    # another teacher on the command line; the no-KD baseline really has alpha 0
+    other = compose_cfg("student", [f"+experiment={name}", "teacher=/some/run/best.ckpt", "kd=none"])
+    assert other.teacher == "/some/run/best.ckpt" and other.kd.alpha == 0.0
+    assert compose_cfg("student", [f"+experiment={name}"]).kd.alpha > 0
+
+
+def test_optuna_search_composes():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    for overrides in (["teacher=/t", "student.depth=2"],
+                      ["+experiment=conll2003_students", "student.depth=2", "student.pruning=uniform",
+                       "kd=default", "hydra.sweep.dir=outputs/conll2003/kd_optuna_d2"]):
+        cfg = compose_cfg("student", ["hparams_search=kd_optuna", *overrides])
+        assert cfg.optimized_metric == "dev/f1"
+        sweeper = cfg.hydra.sweeper
+        assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+        assert {"kd.alpha", "kd.temperature", "optim.lr"} <= set(sweeper.params)
+        assert cfg.student.depth == 2 and cfg.hydra.mode.name == "MULTIRUN"
+
+
+def test_joblib_launcher_composes():
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    cfg = compose_cfg("student", ["+experiment=conll2003_students", "hydra/launcher=joblib",
+                                  "hydra.launcher.n_jobs=2"])
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
