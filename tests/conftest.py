@@ -67,3 +67,21 @@ def tiny_bert4(tmp_path_factory) -> Path:
     """A 4-layer x 32 random BERT (for pruning tests)."""
     words = sample_words() if (SAMPLE / "train.jsonl").exists() else []
     return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert4"), words, layers=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_ckpt(tiny_bert, tmp_path_factory) -> Path:
+    """The run dir (with best.ckpt) of a few-step teacher on the tiny BERT and the sample corpus."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path_factory.mktemp("tiny_teacher")
+    done = subprocess.run(
+        [sys.executable, "-m", "distill.teacher", f"model.name_or_path={tiny_bert}",
+         "trainer=fast_dev_run", "data.limit_train=40", "data.limit_eval=20",
+         "logger=none", f"hydra.run.dir={run_dir}"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    if done.returncode != 0 or not (run_dir / "best.ckpt").is_file():
+        pytest.fail(f"tiny teacher run failed ({done.returncode}): {done.stderr[-2000:]}")
+    return run_dir

@@ -1,0 +1,156 @@
+"""distill.export: ONNX parity (logits and entities), int8, the HF folder round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from distill.checkpoint import load_checkpoint
+from distill.errors import CheckpointError, ConfigError
+from distill.export import META_FILE, check_parity, export, load_hf_folder
+from distill.predict import Predictor
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is not importable")
+
+TEXTS = ["EU rejects German call to boycott British lamb.",
+         " ".join(["Peter Blackburn reported from Brussels on Tuesday."] * 15),
+         "Barack Obama visited Paris."]
+
+
+def exported(run_dir):
+    """``python -m distill.export ckpt=<run dir> quantize=int8`` into the default <run>/export,
+    once per test session (test_bench uses it too)."""
+    pytest.importorskip("onnxscript", reason="onnxscript is not importable")
+    out = run_dir / "export"
+    if not (out / "parity.json").is_file():
+        summary = export(ckpt=str(run_dir), quantize="int8", parity_docs=30)
+        assert summary["output"] == str(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tiny_teacher_ckpt):
+    return exported(tiny_teacher_ckpt)
+
+
+def spans(predictions):
+    return [[(p.start, p.end, p.type) for p in doc] for doc in predictions]
+
+
+def test_onnx_folder_and_parity_report(onnx_dir):
+    names = {p.name for p in onnx_dir.iterdir()}
+    assert {"model.onnx", "model.int8.onnx", META_FILE, "parity.json", "tokenizer.json"} <= names
+    meta = json.loads((onnx_dir / META_FILE).read_text())
+    assert meta["labels"] and meta["data"]["max_length"] and "threshold" in meta["decode"]
+    assert meta["head"]["head"] == "global_pointer" and meta["kind"] == "onnx"
+    parity = json.loads((onnx_dir / "parity.json").read_text())
+    assert "dev" in parity["texts"] and parity["documents"] == 30
+    assert parity["onnx"]["max_abs_diff"] < 1e-4 and parity["onnx"]["entities_identical"]
+    assert parity["onnx"]["mask_equal"]
+    int8 = parity["onnx-int8"]
+    assert 0 <= int8["agreement"] <= 1 and "f1_diff" in int8 and int8["f1_fp32"] == parity["onnx"]["f1"]
+
+
+def test_onnx_has_dynamic_axes_and_matches_torch(onnx_dir, tiny_teacher_ckpt):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_dir / "model.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask", "content_mask"]
+    for i in session.get_inputs():
+        assert all(isinstance(d, str) for d in i.shape)  # batch and sequence are symbolic
+    torch_predictor = Predictor.from_path(tiny_teacher_ckpt)
+    onnx_predictor = Predictor.from_path(onnx_dir, runtime="onnx")
+    for batch_size in (1, 3):  # different batch sizes and padded lengths
+        arrays = torch_predictor.collate(torch_predictor.encode(TEXTS)[:batch_size + 1])
+        ref = torch_predictor.runner(**arrays).numpy()
+        out = onnx_predictor.runner(**arrays)
+        finite = np.isfinite(ref)
+        assert np.array_equal(np.isfinite(out), finite)
+        assert np.abs(out[finite] - ref[finite]).max() < 1e-4
+    assert spans(onnx_predictor.predict(TEXTS)) == spans(torch_predictor.predict(TEXTS))
+
+
+def test_int8_model_loads_and_runs(onnx_dir):
+    predictor = Predictor.from_path(onnx_dir, runtime="onnx-int8")
+    assert predictor.runtime == "onnx-int8"
+    for text, predictions in zip(TEXTS, predictor.predict(TEXTS)):
+        for p in predictions:
+            assert 0 <= p.start < p.end <= len(text) and text[p.start:p.end].strip()
+
+
+def test_onnx_folder_is_not_a_torch_model(onnx_dir):
+    with pytest.raises(CheckpointError, match="runtime=onnx"):
+        Predictor.from_path(onnx_dir, runtime="torch")
+    with pytest.raises(CheckpointError, match="runtime=onnx"):
+        load_checkpoint(onnx_dir)
+
+
+def test_hf_folder_round_trip(tiny_teacher_ckpt, tmp_path):
+    out = tmp_path / "hf"
+    summary = export(ckpt=str(tiny_teacher_ckpt / "best.ckpt"), output=str(out), format="hf")
+    assert summary["round_trip_identical"]
+    assert {"model.safetensors", "config.json", META_FILE, "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    loaded = load_checkpoint(out)  # folders are dispatched to load_hf_folder
+    original = load_checkpoint(tiny_teacher_ckpt)
+    assert loaded.labels == original.labels and loaded.meta["data"] == original.meta["data"]
+    assert loaded.meta["decode"] == original.meta["decode"]
+    a = Predictor.from_path(out).predict(TEXTS)
+    b = Predictor.from_path(tiny_teacher_ckpt).predict(TEXTS)
+    assert a == b  # identical weights, identical floats
+
+    # Exporting again replaces the folder; pickled weights are refused in one line.
+    export(ckpt=str(tiny_teacher_ckpt), output=str(out), format="hf")
+    (out / "model.safetensors").rename(out / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="refused to load pytorch_model.bin") as err:
+        load_hf_folder(out)
+    assert "\n" not in str(err.value)
+    (out / "pytorch_model.bin").unlink()
+    (out / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_hf_folder(out)
+
+
+def test_export_refuses_to_overwrite_other_folders(tiny_teacher_ckpt, tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not an export folder"):
+        export(ckpt=str(tiny_teacher_ckpt), output=str(tmp_path), format="hf")
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+    with pytest.raises(ConfigError, match="exactly one"):
+        export(output=str(tmp_path / "x"))
+
+
+def test_parity_check_reports_differences(tiny_teacher_ckpt):
+    """A runner off by 0.01 is reported (and would fail the export at atol=1e-3)."""
+    from distill.data.document import Document
+
+    predictor = Predictor.from_path(tiny_teacher_ckpt)
+    exact = lambda **arrays: predictor.runner(**arrays).numpy()  # noqa: E731
+    shifted = lambda **arrays: predictor.runner(**arrays).numpy() + 0.01  # noqa: E731
+    docs = [Document(t) for t in TEXTS]
+    report = check_parity(predictor, {"same": exact, "off": shifted}, docs, atol=1e-3)
+    assert report["same"]["max_abs_diff"] == 0 and report["same"]["entities_identical"]
+    assert report["off"]["max_abs_diff"] == pytest.approx(0.01, abs=1e-4)
+    assert report["off"]["mask_equal"] and report["f1_torch"] is None  # no gold
+
+
+def test_export_fails_on_parity_mismatch_and_writes_nothing(onnx_dir, tiny_teacher_ckpt, tmp_path,
+                                                            monkeypatch):
+    import shutil
+
+    from distill import export as export_module
+    from distill.predict import OnnxRunner
+
+    monkeypatch.setattr(export_module, "export_onnx",
+                        lambda model, file, opset=18: shutil.copy(onnx_dir / "model.onnx", file))
+    original = OnnxRunner.__call__
+    monkeypatch.setattr(OnnxRunner, "__call__", lambda self, *a, **k: original(self, *a, **k) + 0.5)
+    out = tmp_path / "export"
+    with pytest.raises(CheckpointError, match="parity check failed") as err:
+        export(ckpt=str(tiny_teacher_ckpt), output=str(out), parity_docs=5)
+    assert "atol" in str(err.value) and "\n" not in str(err.value)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["export.parity-failed.json"]
+    report = json.loads((tmp_path / "export.parity-failed.json").read_text())
+    assert report["onnx"]["max_abs_diff"] == pytest.approx(0.5, abs=1e-3)
