@@ -17,11 +17,26 @@ from distill.errors import DistillError
 log = logging.getLogger("distill")
 
 
+def resume_dir(resume, default: str) -> str:
+    """Resolver for ``hydra.run.dir`` (``${resume_dir:${resume},<default>}``): the folder of
+    ``resume`` (a run dir, or a checkpoint in one) when it exists, else ``default`` -- so a
+    resumed run writes into the folder of the run it continues."""
+    if resume:
+        path = Path(str(resume))
+        if path.is_dir():
+            return str(path)
+        if path.is_file():
+            return str(path.parent)
+    return default
+
+
 def _register_resolvers() -> None:
     from distill.encoder import package_dir
 
     if not OmegaConf.has_resolver("pkgdir"):
         OmegaConf.register_new_resolver("pkgdir", package_dir)
+    if not OmegaConf.has_resolver("resume_dir"):
+        OmegaConf.register_new_resolver("resume_dir", resume_dir)
 
 
 _register_resolvers()
@@ -48,6 +63,28 @@ def one_line_errors(main):
         sys.exit(2)
 
     return wrapper
+
+
+def entry(main) -> None:
+    """Run a Hydra ``main`` as a command (``if __name__ == "__main__": entry(main)``): errors in
+    composing the config -- an unknown config group option such as ``data=nope``, an override of
+    a key that does not exist -- also become one ``error: config: ...`` line and exit status 2,
+    instead of Hydra's multi-line report and status 1. ``HYDRA_FULL_ERROR=1`` still gives the
+    full traceback."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if os.environ.get("HYDRA_FULL_ERROR"):
+        return main()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # makes Hydra re-raise instead of printing and exiting
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as err:
+        message = " ".join(str(err).split()).split(" Config search path:")[0]
+        print(f"error: config: {message}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    finally:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
 def write_json_atomic(path: str | os.PathLike, payload) -> None:

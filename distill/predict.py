@@ -32,7 +32,7 @@ import torch
 from omegaconf import DictConfig
 
 from distill.checkpoint import LoadedModel, load_checkpoint, resolve
-from distill.cli import one_line_errors
+from distill.cli import entry, one_line_errors
 from distill.data.document import Document
 from distill.data.encoding import Window, encode_documents
 from distill.decode import Prediction, merge_windows, threshold_spans, window_predictions
@@ -285,4 +285,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

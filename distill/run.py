@@ -1,18 +1,45 @@
 """Fit, evaluate the best checkpoint on dev and test, write ``metrics.json``: shared by the
-teacher and student commands."""
+teacher and student commands.
+
+Runs are restartable. ``resume=<run dir or .ckpt>`` continues an interrupted run from its
+checkpoint (weights, optimizer, scheduler, global step, epoch, best-checkpoint tracking, position
+in the epoch) and, unless ``hydra.run.dir`` is given, writes into that same run dir
+(``hydra.run.dir: ${resume_dir:${resume},...}``, see :func:`distill.cli.resume_dir`).
+
+Without ``resume``, a run dir that already holds a run of the same config is picked up where it
+stopped: a valid ``metrics.json`` means it finished (skipped, its metrics are returned), a
+``last.ckpt`` means it was interrupted (resumed from it). So re-running a Hydra sweep with a fixed
+``hydra.sweep.dir`` skips the jobs that finished and resumes the one that was cut off. A run dir
+holding a run of a *different* config is an error rather than silently reused.
+
+Every checkpoint and ``metrics.json`` is written atomically (temp file in the same folder +
+rename), so a killed run never leaves half a file behind.
+
+Distributed training is Lightning's (``trainer=ddp``): rank 0 writes checkpoints and metrics.json;
+the evaluation metric is summed over ranks.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import sys
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.plugins.io import CheckpointIO
 
 from distill.checkpoint import BEST
+from distill.checkpoint_io import AtomicCheckpointIO
 from distill.cli import write_json_atomic
 from distill.data.datamodule import NERDataModule
 from distill.errors import ConfigError
@@ -22,6 +49,7 @@ log = logging.getLogger("distill")
 
 METRICS = "metrics.json"
 LAST = "last.ckpt"
+RUN_KEY = "distill_run"  # checkpoint entry: {"config": config_digest(cfg)}
 
 
 def output_dir() -> Path:
@@ -35,10 +63,60 @@ def model_summary(module: NERModule, name: str) -> dict:
             "params": sum(p.numel() for p in model.parameters())}
 
 
-def build_trainer(cfg: DictConfig) -> pl.Trainer:
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+def config_digest(cfg: DictConfig) -> str:
+    """A short hash of the resolved job config, minus ``resume`` and the run dir itself: equal
+    for the re-run of the same command, different when any setting changed."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("resume", None)
+    text = json.dumps(data, sort_keys=True, default=str).replace(str(output_dir()), "<run_dir>")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class RunState(pl.Callback):
+    """Stamps checkpoints with the config digest, remembers the step training started from, and
+    hands a resumed run's train loader its saved position.
+
+    The last is a workaround for Lightning 2.6 (issue #20550): when ``configure_optimizers``
+    reads ``trainer.estimated_stepping_batches`` (ours does), the train loader is built before
+    the checkpoint is restored and Lightning never passes it its saved ``state_dict``; the epoch
+    would restart from its first batch and redo batches the finished steps had trained on."""
+
+    def __init__(self, digest: str):
+        self.digest, self.start_step, self.loader_states = digest, 0, []
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+        self.loader_states = (fit_loop.get("state_dict") or {}).get("combined_loader") or []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start_step = trainer.global_step  # > 0 when resumed (restored before this hook)
+        loader = trainer.train_dataloader  # iterated only after this hook
+        if len(self.loader_states) == 1 and callable(getattr(loader, "load_state_dict", None)):
+            loader.load_state_dict(self.loader_states[0])
+        self.loader_states = []
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint[RUN_KEY] = {"config": self.digest}
+
+
+def check_strategy(cfg: DictConfig) -> None:
+    strategy = str(cfg.trainer.get("strategy") or "")
+    if any(kind in strategy for kind in ("spawn", "fork", "notebook")):
+        raise ConfigError(f"trainer.strategy={strategy}: not supported (what the worker processes "
+                          "evaluate does not come back); use trainer=ddp")
+
+
+def build_trainer(cfg: DictConfig, callbacks: list | None = None) -> pl.Trainer:
+    check_strategy(cfg)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None
+                 ] + list(callbacks or [])
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if not loggers:  # logger=none: nothing to log the learning rate to (Lightning would refuse)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    plugins = [instantiate(p) for p in cfg.trainer.get("plugins") or []]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
 
 
 def resume_path(resume: str | None) -> str | None:
@@ -52,14 +130,91 @@ def resume_path(resume: str | None) -> str | None:
     return str(path)
 
 
+def _finished_metrics(path: Path) -> dict | None:
+    """The metrics of a finished run (a readable metrics.json with dev results), else None."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("dev"), dict):
+        return None
+    return metrics
+
+
+def _checkpoint_digest(path: Path) -> str | None:
+    """The config digest a checkpoint was stamped with (memory-mapped: tensors are not read)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable: let Lightning's restore report it
+        return None
+    stamp = ckpt.get(RUN_KEY) if isinstance(ckpt, dict) else None
+    return stamp.get("config") if isinstance(stamp, dict) else None
+
+
+def run_state(cfg: DictConfig) -> tuple[dict | None, str | None]:
+    """``(metrics, None)`` when this run dir already holds the finished run of this config,
+    ``(None, checkpoint)`` to resume from (``resume=`` or an interrupted run's last.ckpt),
+    ``(None, None)`` for a fresh run."""
+    check_strategy(cfg)
+    if cfg.get("resume"):
+        return None, resume_path(cfg.resume)
+    run_dir, digest = output_dir(), config_digest(cfg)
+    hint = "pass resume=<dir> to continue it, or choose another hydra.run.dir"
+    metrics = _finished_metrics(run_dir / METRICS)
+    if metrics is not None:
+        stored = (metrics.get("run") or {}).get("config")
+        if stored is not None and stored != digest:
+            raise ConfigError(f"{run_dir}: holds a finished run of another config ({METRICS} "
+                              f"config {stored}, this one {digest}); {hint}")
+        return metrics, None
+    last = run_dir / LAST
+    if last.is_file():
+        stored = _checkpoint_digest(last)
+        if stored is not None and stored != digest:
+            raise ConfigError(f"{last}: an interrupted run of another config (config {stored}, "
+                              f"this one {digest}); {hint}")
+        return None, str(last)
+    return None, None
+
+
+def finished_run(cfg: DictConfig) -> dict | None:
+    """The stored metrics when this run dir already holds the finished run of this config (log
+    "already finished, skipping"), else None. Call it before loading data and models."""
+    metrics, _ = run_state(cfg)
+    if metrics is not None:
+        log.info("%s: already finished, skipping (delete its %s to run it again)", output_dir(),
+                 METRICS)
+    return metrics
+
+
+def _pin_sweep_dir() -> None:
+    """Hydra multirun + DDP: Lightning re-runs this command line for ranks > 0 (they replay the
+    sweep in lockstep); give them this sweep's resolved dir so that a timestamped default does
+    not send them to another folder."""
+    if not HydraConfig.initialized() or "LOCAL_RANK" in os.environ:
+        return
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN and not any(
+            a.startswith(("hydra.sweep.dir=", "++hydra.sweep.dir=")) for a in sys.argv[1:]):
+        sys.argv.append(f"hydra.sweep.dir={hydra_cfg.sweep.dir}")
+
+
 def fit_and_evaluate(cfg: DictConfig, module: NERModule, datamodule: NERDataModule,
                      model_name: str, extra: dict | None = None, finalize=None) -> dict:
     """Train ``module``; evaluate its best checkpoint; write metrics.json (rank 0). Returns the
     metrics dict."""
     run_dir = output_dir()
-    trainer = build_trainer(cfg)
+    finished, ckpt = run_state(cfg)
+    if finished is not None:
+        log.info("%s: already finished, skipping", run_dir)
+        return finished
+    if ckpt is not None:
+        log.info("resuming from %s", ckpt)
+    state = RunState(config_digest(cfg))
+    trainer = build_trainer(cfg, [state])
+    _pin_sweep_dir()
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg.get("resume")))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     seconds = time.perf_counter() - started
     best = run_dir / BEST
     ckpt_path = str(best) if best.is_file() else None
@@ -70,15 +225,21 @@ def fit_and_evaluate(cfg: DictConfig, module: NERModule, datamodule: NERDataModu
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
     windows = len(datamodule.splits["train"].windows)
     epochs = max(trainer.current_epoch, 1)
+    # a resumed run timed only its own share of the steps
+    steps = trainer.global_step
+    share = (steps - state.start_step) / steps if steps else 1.0
     metrics = {
         "model": model_summary(module, model_name),
         "dev": module.reports.get("dev"),
         **({"test": module.reports["test"]} if "test" in module.reports else {}),
         "train": {"seconds": round(seconds, 2), "epochs": trainer.current_epoch,
                   "steps": trainer.global_step,
-                  "examples_per_second": round(windows * epochs / seconds, 2) if seconds else None},
+                  "examples_per_second":
+                      round(windows * epochs * share / seconds, 2) if seconds else None},
         "data": datamodule.config() | {"alignment": _alignment(datamodule)},
         "checkpoint": str(best.resolve()) if ckpt_path else None,
+        "run": {"config": state.digest, "resumed_from": ckpt,
+                "resumed_at_step": state.start_step if ckpt else None},
         **(extra or {}),
     }
     if finalize is not None:

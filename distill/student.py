@@ -15,14 +15,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from distill.checkpoint import LoadedModel, load_checkpoint
-from distill.cli import one_line_errors
+from distill.cli import entry, one_line_errors
 from distill.data.datamodule import NERDataModule
 from distill.errors import ConfigError
 from distill.kd_cache import TeacherCache
 from distill.model import encoder_layers
 from distill.module import NERModule
 from distill.pruning import build_student, select_layers
-from distill.run import build_trainer, fit_and_evaluate, model_summary
+from distill.run import build_trainer, finished_run, fit_and_evaluate, model_summary
 
 log = logging.getLogger("distill")
 
@@ -65,6 +65,8 @@ def evaluate_teacher(cfg: DictConfig, teacher: LoadedModel, datamodule: NERDataM
 def train_student(cfg: DictConfig) -> dict:
     if not cfg.get("teacher"):
         raise ConfigError("teacher: required, e.g. teacher=outputs/teacher/<run>/best.ckpt")
+    if (finished := finished_run(cfg)) is not None:  # this run dir holds it already
+        return finished
     pl.seed_everything(cfg.seed, workers=True)
     teacher = load_checkpoint(cfg.teacher)
     datamodule = student_datamodule(cfg, teacher)
@@ -125,4 +127,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from distill.cli import one_line_errors
+from distill.cli import entry, one_line_errors
 from distill.encoder import build_model, load_tokenizer
 from distill.module import NERModule
 from distill.run import finished_run, fit_and_evaluate
@@ -39,4 +39,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

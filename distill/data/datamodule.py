@@ -97,9 +97,16 @@ class BucketBatchSampler(Sampler[list[int]]):
             members.setdefault(group, []).append(index)
         self.groups = list(members.values())
         self.epoch = 0
+        self.skip = 0  # batches of the next iteration to leave out (a resumed epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    @property
+    def sampler(self) -> BucketBatchSampler:
+        """Lightning calls ``set_epoch`` on ``dataloader.batch_sampler.sampler``, not on the batch
+        sampler itself: without this, every epoch would repeat the first one's order."""
+        return self
 
     def _batches(self) -> list[list[int]]:
         rng = random.Random(self.seed + self.epoch)
@@ -128,10 +135,36 @@ class BucketBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self):
-        yield from self._batches()
+        skip, self.skip = self.skip, 0
+        yield from self._batches()[skip:]
 
     def __len__(self) -> int:
         return len(self._batches())
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, checkpointable mid-epoch: Lightning saves its ``state_dict`` (epoch and
+    batches served) with every checkpoint and hands it back on resume, so the resumed epoch goes on
+    with the batches the interrupted one had not reached instead of starting over."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.served, self.resume_state = 0, None
+
+    def __iter__(self):
+        sampler, state = self.batch_sampler, self.resume_state
+        self.resume_state = None
+        self.served = state["batches"] if state and state["epoch"] == sampler.epoch else 0
+        sampler.skip = self.served
+        for batch in super().__iter__():
+            self.served += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.batch_sampler.epoch, "batches": self.served}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.resume_state = dict(state)
 
 
 def _world() -> tuple[int, int]:
@@ -259,8 +292,9 @@ class NERDataModule(pl.LightningDataModule):
         sampler = BucketBatchSampler(
             [len(w) for w in dataset.windows], groups,
             self.batch_size if training else self.eval_batch_size, shuffle=training, seed=self.seed)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return (ResumableLoader if training else DataLoader)(
+            dataset, batch_sampler=sampler, collate_fn=dataset.collate,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self):
         return self.loader("train")
