@@ -85,3 +85,15 @@ def tiny_teacher_ckpt(tiny_bert, tmp_path_factory) -> Path:
     if done.returncode != 0 or not (run_dir / "best.ckpt").is_file():
         pytest.fail(f"tiny teacher run failed ({done.returncode}): {done.stderr[-2000:]}")
     return run_dir
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Commands run in-process (bench, export, predict with ``threads=``) set torch's global
+    thread count; restore it so later in-process training keeps the default (with another
+    thread count, float sums run in another order and runs are no longer bit-identical)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
