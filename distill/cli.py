@@ -102,3 +102,12 @@ def write_json_atomic(path: str | os.PathLike, payload) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def objective(cfg, metrics: dict) -> float | None:
+    """``metrics[split][key]`` for ``optimized_metric: split/key`` (e.g. ``dev/f1``): what a Hydra
+    task function returns so a sweeper (Optuna) can optimise it; None when not set."""
+    if not cfg.get("optimized_metric"):
+        return None
+    split, key = cfg.optimized_metric.split("/")
+    return metrics[split][key]

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from distill.checkpoint import LoadedModel, load_checkpoint
-from distill.cli import entry, one_line_errors
+from distill.cli import entry, objective, one_line_errors
 from distill.data.datamodule import NERDataModule
 from distill.errors import ConfigError
 from distill.kd_cache import TeacherCache
@@ -119,11 +119,7 @@ def _add_retention(metrics: dict) -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="student")
 @one_line_errors
 def main(cfg: DictConfig) -> float | None:
-    metrics = train_student(cfg)
-    if cfg.get("optimized_metric"):  # e.g. dev/f1: the objective a sweeper (Optuna) optimises
-        split, key = cfg.optimized_metric.split("/")
-        return metrics[split][key]
-    return None
+    return objective(cfg, train_student(cfg))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from distill.cli import entry, one_line_errors
+from distill.cli import entry, objective, one_line_errors
 from distill.encoder import build_model, load_tokenizer
 from distill.module import NERModule
 from distill.run import finished_run, fit_and_evaluate
@@ -31,11 +31,7 @@ def train_teacher(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="teacher")
 @one_line_errors
 def main(cfg: DictConfig) -> float | None:
-    metrics = train_teacher(cfg)
-    if cfg.get("optimized_metric"):  # e.g. dev/f1: the objective a sweeper (Optuna) optimises
-        split, key = cfg.optimized_metric.split("/")
-        return metrics[split][key]
-    return None
+    return objective(cfg, train_teacher(cfg))
 
 
 if __name__ == "__main__":
