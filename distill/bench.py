@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from distill.cli import one_line_errors, write_json_atomic
+from distill.cli import entry, one_line_errors, write_json_atomic
 from distill.decode import merge_windows, threshold_spans, window_predictions
 from distill.errors import ConfigError
 
@@ -309,4 +309,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -31,10 +31,12 @@ def resume_dir(resume, default: str) -> str:
 
 
 def _register_resolvers() -> None:
-    from distill.encoder import package_dir
+    from distill.encoder import joined_split_zip, package_dir
 
     if not OmegaConf.has_resolver("pkgdir"):
         OmegaConf.register_new_resolver("pkgdir", package_dir)
+    if not OmegaConf.has_resolver("splitzip"):
+        OmegaConf.register_new_resolver("splitzip", joined_split_zip)
     if not OmegaConf.has_resolver("resume_dir"):
         OmegaConf.register_new_resolver("resume_dir", resume_dir)
 
@@ -87,6 +89,12 @@ def entry(main) -> None:
         os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: str | os.PathLike, payload) -> None:
     """Write JSON to ``path`` via a temporary file and rename, so no reader ever sees half a file."""
     path = Path(path)
@@ -98,6 +106,7 @@ def write_json_atomic(path: str | os.PathLike, payload) -> None:
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -40,7 +40,7 @@ from omegaconf import DictConfig
 
 from distill.checkpoint import (BEST, LoadedModel, build_from_metadata, load_checkpoint,
                                 load_tokenizer_files, resolve, tokenizer_files)
-from distill.cli import one_line_errors, write_json_atomic
+from distill.cli import entry, one_line_errors, write_json_atomic
 from distill.errors import CheckpointError, ConfigError, DistillError
 
 log = logging.getLogger("distill")
@@ -574,4 +574,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

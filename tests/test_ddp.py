@@ -78,7 +78,7 @@ def test_ddp_student_builds_the_teacher_cache_once(teacher_ddp, tmp_path):
     assert "teacher logits cached" in (run_dir / "student.log").read_text()
     assert "teacher logits cached" not in (run_dir / "train_ddp_process_1.log").read_text()
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["train"]["steps"] == 3 and metrics["train"]["teacher_cache"] is True
+    assert metrics["train"]["steps"] == 3 and metrics["kd"]["cache_used"] is True
     reports = single_process_reports(run_dir / "best.ckpt", metrics["data"])
     assert reports["dev"] == metrics["dev"] and reports["test"] == metrics["test"]
     assert metrics["teacher"]["dev"]["documents"] == 21
