@@ -35,7 +35,7 @@ THROUGHPUT_BATCH = 32
 COLUMNS = [  # comparison.csv, in order
     "name", "run", "role", "data", "depth", "layers", "pruning", "init", "kd", "kd_alpha",
     "kd_temperature", "kd_loss", "kd_beta", "params", "dev_f1", "test_f1", "dev_exact_match",
-    "test_exact_match", "retention_pct", "retention_split", "p50_ms", "p95_ms",
+    "test_exact_match", "retention_pct", "retention_split", "kd_gain", "kd_gain_split", "p50_ms", "p95_ms",
     "throughput_per_s", "speedup", "runtime", "checkpoint", "teacher_checkpoint", "note",
 ]
 
@@ -383,6 +383,29 @@ def _by_case(results: list[dict], models: list, cases: list[tuple[int, int]]) ->
     return out
 
 
+def add_kd_gains(rows: list[dict]) -> None:
+    """``kd_gain``: a KD student's F1 minus that of the same student trained without KD (same
+    teacher, data, kept layers and init; the mean when there are several), in F1 points, on
+    test when both have it, else dev. What the distillation term itself bought."""
+    def same_student(row: dict) -> tuple:
+        return (row["teacher_checkpoint"], row["data"], row["layers"], row["init"])
+
+    baselines: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["role"] == STUDENT and row["kd"] == "none":
+            baselines.setdefault(same_student(row), []).append(row)
+    for row in rows:
+        base = baselines.get(same_student(row)) if row["role"] == STUDENT and row["kd"] == "KD" else None
+        if not base:
+            continue
+        for split in ("test", "dev"):
+            ours, theirs = row[f"{split}_f1"], [b[f"{split}_f1"] for b in base]
+            if ours is not None and all(t is not None for t in theirs):
+                row["kd_gain"] = 100.0 * (ours - sum(theirs) / len(theirs))
+                row["kd_gain_split"] = split
+                break
+
+
 def add_speedups(rows: list[dict]) -> None:
     p50 = {r["checkpoint"]: r["p50_ms"] for r in rows if r["role"] == TEACHER}
     for row in rows:
@@ -433,7 +456,7 @@ def exact_match(row: dict) -> float | None:
 
 
 MD_HEADER = ["model", "run", "role", "depth", "layers", "pruning", "init", "KD (α, T, loss)",
-             "params", "dev F1", "test F1", "EM", "F1 retention %", "p50 ms (1×64)",
+             "params", "dev F1", "test F1", "EM", "F1 retention %", "KD gain", "p50 ms (1×64)",
              "seq/s (32×64)", "speed-up"]
 
 
@@ -447,6 +470,8 @@ def markdown_table(rows: list[dict]) -> str:
             _pct(r["dev_f1"]), _pct(r["test_f1"]), _pct(exact_match(r)),
             "" if r["retention_pct"] is None else
             f"{r['retention_pct']:.1f}" + (" (dev)" if r["retention_split"] == "dev" and r["role"] == STUDENT else ""),
+            "" if r["kd_gain"] is None else
+            f"{r['kd_gain']:+.2f}" + (" (dev)" if r["kd_gain_split"] == "dev" else ""),
             "" if r["p50_ms"] is None else f"{r['p50_ms']:.2f}",
             "" if r["throughput_per_s"] is None else f"{r['throughput_per_s']:.1f}",
             "" if r["speedup"] is None else f"{r['speedup']:.2f}×",
@@ -582,6 +607,8 @@ def write_markdown(rows: list[dict], failed: list[Failed], path: Path, table: st
              "- F1, exact-match (EM) in %; EM is on the test split when the run has one, else dev.",
              "- F1 retention: student F1 / its teacher's F1 on the same split (test when both have"
              " one, else dev, marked), the teacher as evaluated in the student's own run.",
+             "- KD gain: a KD student's F1 minus the same student's (same teacher, layers and init)"
+             " trained without KD, in F1 points (test, else dev, marked): what distillation added.",
              ]
     if latency:
         parts.append(
@@ -643,6 +670,7 @@ def compare(paths: list[Path], output: Path | None = None, latency: bool = True,
     if latency:
         notes += measure_latency(rows, repeats=repeats, warmup=warmup, runtime=runtime)
     add_speedups(rows)
+    add_kd_gains(rows)
     if output is None:
         output = paths[0] if paths[0].is_dir() else paths[0].parent
     output.mkdir(parents=True, exist_ok=True)

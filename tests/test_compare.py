@@ -190,3 +190,15 @@ def test_no_run_is_a_one_line_error(tmp_path, capsys):
 def test_pareto_front():
     points = [(10.0, 90.0), (5.0, 85.0), (6.0, 80.0), (2.0, 60.0), (12.0, 89.0)]
     assert compare.pareto_front(points) == [3, 1, 0]
+
+
+def test_kd_gain_is_against_the_same_student_without_kd(runs):
+    rows = by_name(compare.compare([runs["root"]], latency=False)["rows"])
+    kd2 = next(r for r in rows.values() if r["depth"] == 2 and r["kd"] == "KD")
+    # the no-KD job keeps the same layers (0, 1) but has no test split: the gain falls back to dev
+    assert kd2["kd_gain_split"] == "dev" and kd2["kd_gain"] == pytest.approx(100 * (0.85 - 0.70))
+    kd1 = next(r for r in rows.values() if r["depth"] == 1)
+    assert kd1["kd_gain"] is None  # no depth-1 student without KD to compare with
+    assert all(r["kd_gain"] is None for r in rows.values() if r["kd"] != "KD")
+    table = (runs["root"] / "comparison.md").read_text()
+    assert "| +15.00 (dev) |" in table
