@@ -530,7 +530,10 @@ def plot_f1_vs_latency(rows: list[dict], path: Path) -> bool:
             linewidth=1.5, marker="o", markersize=12, markerfacecolor="none", zorder=2,
             label="Pareto front")
     for (x, y), row in zip(points, rows):
-        ax.annotate(row["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        # a KD student and its no-KD twin sit at the same latency: label one above, one below
+        below = row["role"] == STUDENT and row["kd"] != "KD"
+        ax.annotate(row["name"], (x, y), textcoords="offset points", xytext=(5, -9 if below else 4),
+                    fontsize=7)
     ax.margins(x=0.15, y=0.08)
     ax.set_xlabel(f"CPU latency p50, batch 1 × {LATENCY_TOKENS} tokens (ms)")
     ax.set_ylabel(f"{split} F1 (%)")
