@@ -13,7 +13,6 @@ the new one, nothing in between. Loading (resume, ``validate(ckpt_path=...)``) g
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,39 +20,12 @@ import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from distill.checkpoint import safe_load
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+from distill.cli import write_atomic
 
 
 def save_atomic(payload: Any, path: str | os.PathLike) -> None:
     """``torch.save(payload)`` to ``path`` via a temp file in the same folder and a rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, lambda handle: torch.save(payload, handle), mode="wb")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -89,28 +89,49 @@ def entry(main) -> None:
         os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-def write_json_atomic(path: str | os.PathLike, payload) -> None:
-    """Write JSON to ``path`` via a temporary file and rename, so no reader ever sees half a file."""
+def write_atomic(path: str | os.PathLike, write, mode: str = "w") -> None:
+    """Call ``write(handle)`` on a temporary file in ``path``'s folder, fsync it, give it the
+    usual permissions (mkstemp makes 0600 files) and rename it over ``path``, then fsync the
+    folder: readers see the old file or the new one, never half a file, even after a kill."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def write_json_atomic(path: str | os.PathLike, payload) -> None:
+    """Write ``payload`` as JSON to ``path`` with :func:`write_atomic`."""
+    def dump(handle) -> None:
+        json.dump(payload, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+
+    write_atomic(path, dump)
 
 
 def objective(cfg, metrics: dict) -> float | None:

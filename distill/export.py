@@ -40,7 +40,7 @@ from omegaconf import DictConfig
 
 from distill.checkpoint import (BEST, LoadedModel, build_from_metadata, load_checkpoint,
                                 load_tokenizer_files, resolve, tokenizer_files)
-from distill.cli import entry, one_line_errors, write_json_atomic
+from distill.cli import current_umask, entry, one_line_errors, write_json_atomic
 from distill.errors import CheckpointError, ConfigError, DistillError
 
 log = logging.getLogger("distill")
@@ -197,8 +197,7 @@ class _staging:
         if kind is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return False
-        umask = os.umask(0)
-        os.umask(umask)
+        umask = current_umask()
         self.tmp.chmod(0o777 & ~umask)  # mkdtemp/mkstemp make private files
         for file in self.tmp.iterdir():
             file.chmod(0o666 & ~umask)
