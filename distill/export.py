@@ -3,7 +3,8 @@
 ONNX (``format=onnx``, the default) writes ``model.onnx`` — inputs ``input_ids``,
 ``attention_mask``, ``content_mask`` with dynamic batch and sequence axes, output ``logits``, the
 masked span logits (batch, types, n, n) of :class:`distill.model.SpanNER` — plus, with
-``quantize=int8``, ``model.int8.onnx`` (dynamic int8 quantization of the weights, onnxruntime).
+``quantize=int8``, ``model.int8.onnx`` (onnxruntime's transformer op fusion, then dynamic int8
+quantization of the weights).
 Decoding is not in the graph: every runtime decodes with the same NumPy code
 (:mod:`distill.decode`). The export is checked before it is kept: ONNX logits must match PyTorch
 within ``atol`` and the decoded entities must be identical (``parity.json``); an int8 model's F1
@@ -274,6 +275,34 @@ def export_onnx(model, file: Path, opset: int = 18) -> None:
             q.setLevel(level)
 
 
+def fuse_transformer_ops(source: Path, target: Path, config) -> dict | None:
+    """onnxruntime's transformer graph fusion (``onnxruntime.transformers.optimizer``, model type
+    bert): LayerNorm after a residual Add becomes SkipLayerNormalization, bias + Gelu becomes
+    BiasGelu (onnxruntime ``com.microsoft`` ops). Quantizing the fused graph is a few percent
+    faster at batch 1 than quantizing the plain one (docs/results.md). Returns the counts of fused
+    ops, or None (with a warning) when the optimizer is unavailable or fails -- the caller then
+    quantizes the plain graph."""
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+    except ImportError as err:
+        log.warning("onnx: graph fusion skipped (onnxruntime.transformers unavailable: %s)", err)
+        return None
+    logging.disable(logging.WARNING)
+    try:
+        fused = optimize_model(str(source), model_type="bert", opt_level=0,
+                               num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
+                               hidden_size=int(getattr(config, "hidden_size", 0) or 0))
+        counts = {op: n for op, n in fused.get_fused_operator_statistics().items() if n}
+        fused.save_model_to_file(str(target))
+    except Exception as err:  # a graph the optimizer does not understand: quantize it unfused
+        log.warning("onnx: graph fusion skipped (%s: %s)", type(err).__name__,
+                    " ".join(str(err).split())[:200])
+        return None
+    finally:
+        logging.disable(logging.NOTSET)
+    return counts
+
+
 def quantize_int8(source: Path, target: Path) -> None:
     """Dynamic int8 quantization of the weights (activations quantized at run time)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -283,6 +312,18 @@ def quantize_int8(source: Path, target: Path) -> None:
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
     finally:
         logging.disable(logging.NOTSET)
+
+
+def fused_int8(source: Path, target: Path, config) -> dict | None:
+    """Fuse (:func:`fuse_transformer_ops`) into a temporary file next to ``target``, quantize that
+    into ``target``; returns the fused-op counts (None: quantized unfused)."""
+    fused_file = target.with_name(target.stem + ".fused.tmp.onnx")
+    try:
+        counts = fuse_transformer_ops(source, fused_file, config)
+        quantize_int8(fused_file if counts is not None else source, target)
+    finally:
+        fused_file.unlink(missing_ok=True)
+    return counts
 
 
 # ----------------------------------------------------------------------------- parity
@@ -475,12 +516,16 @@ def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
     started = time.perf_counter()
     export_onnx(loaded.model, tmp / ONNX_FILES["onnx"], opset)
     log.info("onnx: exported %s in %.1f s", ONNX_FILES["onnx"], time.perf_counter() - started)
+    onnx_meta = {"opset": opset, "inputs": list(INPUT_NAMES), "output": OUTPUT_NAME,
+                 "files": [ONNX_FILES["onnx"]]}
     if quantize:
-        quantize_int8(tmp / ONNX_FILES["onnx"], tmp / ONNX_FILES["onnx-int8"])
-    meta = export_meta(loaded.meta, "onnx", names,
-                       onnx={"opset": opset, "inputs": list(INPUT_NAMES), "output": OUTPUT_NAME,
-                             "files": [ONNX_FILES["onnx"]] + ([ONNX_FILES["onnx-int8"]] if quantize else [])},
-                       **extra)
+        fused = fused_int8(tmp / ONNX_FILES["onnx"], tmp / ONNX_FILES["onnx-int8"],
+                           loaded.model.encoder.config)
+        onnx_meta["files"].append(ONNX_FILES["onnx-int8"])
+        onnx_meta["int8"] = {"quantization": "dynamic, int8 weights", "fused_ops": fused}
+        log.info("onnx: %s (fused before quantizing: %s)", ONNX_FILES["onnx-int8"],
+                 ", ".join(f"{n} {op}" for op, n in fused.items()) if fused else "nothing")
+    meta = export_meta(loaded.meta, "onnx", names, onnx=onnx_meta, **extra)
     write_json_atomic(tmp / META_FILE, meta)
     runners = {"onnx": OnnxRunner(tmp / ONNX_FILES["onnx"], "onnx")}
     if quantize:

@@ -45,6 +45,13 @@ def test_onnx_folder_and_parity_report(onnx_dir):
     meta = json.loads((onnx_dir / META_FILE).read_text())
     assert meta["labels"] and meta["data"]["max_length"] and "threshold" in meta["decode"]
     assert meta["head"]["head"] == "global_pointer" and meta["kind"] == "onnx"
+    # the int8 file was fused before quantizing: residual LayerNorms and bias+Gelu of every layer
+    layers = 2  # the tiny teacher of conftest
+    fused = meta["onnx"]["int8"]["fused_ops"]
+    assert fused["SkipLayerNormalization"] == 2 * layers and fused["BiasGelu"] == layers
+    int8_ops = {n.op_type for n in __import__("onnx").load(onnx_dir / "model.int8.onnx").graph.node}
+    assert {"SkipLayerNormalization", "DynamicQuantizeLinear"} <= int8_ops
+    assert not list(onnx_dir.glob("*.tmp.onnx"))
     parity = json.loads((onnx_dir / "parity.json").read_text())
     assert "dev" in parity["texts"] and parity["documents"] == 30
     assert parity["onnx"]["max_abs_diff"] < 1e-4 and parity["onnx"]["entities_identical"]
