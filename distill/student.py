@@ -27,8 +27,10 @@ from distill.run import build_trainer, finished_run, fit_and_evaluate, model_sum
 log = logging.getLogger("distill")
 
 # Keys of the teacher's stored data config that a student run inherits when its own are null.
+# The limits too: a teacher trained on the first N documents has students trained on the same N
+# (data.limit_train=<larger number> on the command line lifts it).
 INHERITED = ("name", "dir", "format", "options", "flat", "max_length", "stride", "holdout",
-             "holdout_seed")
+             "holdout_seed", "limit_train", "limit_eval")
 
 
 def student_datamodule(cfg: DictConfig, teacher: LoadedModel) -> NERDataModule:

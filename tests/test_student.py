@@ -156,6 +156,10 @@ def test_student_cli_end_to_end(teacher4_run, tmp_path):
     assert m["model"]["layers"] == 2 and m["teacher"]["model"]["layers"] == 4
     # The teacher is measured in this run, on the same evaluation data as the student.
     assert m["teacher"]["dev"]["documents"] == m["dev"]["documents"] == 16
+    # ... and the student trains on the teacher's documents: its data.limit_train=40 is inherited.
+    teacher_m = json.loads((teacher4_run / "metrics.json").read_text())
+    assert m["data"]["limit_train"] == 40
+    assert m["data"]["alignment"]["train"] == teacher_m["data"]["alignment"]["train"]
     assert m["retention"]["dev"] == pytest.approx(m["dev"]["f1"] / m["teacher"]["dev"]["f1"])
     assert m["kd"]["alpha"] == 0.5 and (run_dir / "best.ckpt").is_file()
     assert list((tmp_path / "cache").glob("*.safetensors"))

@@ -306,8 +306,10 @@ class NERDataModule(pl.LightningDataModule):
         return self.loader("test")
 
     def config(self) -> dict:
-        """What a checkpoint must remember to window new text the same way."""
+        """What a checkpoint must remember to window new text the same way, and to let a student
+        train and evaluate on the same documents (files, holdout, limits)."""
         return {"name": self.name, "max_length": self.max_length, "stride": self.stride,
                 "flat": self.flat, "format": self.format, "options": self.options,
                 "dir": str(self.dir), "files": self.files, "holdout": self.holdout,
-                "holdout_seed": self.holdout_seed}
+                "holdout_seed": self.holdout_seed, "limit_train": self.limit_train,
+                "limit_eval": self.limit_eval}
