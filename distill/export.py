@@ -275,6 +275,17 @@ def export_onnx(model, file: Path, opset: int = 18) -> None:
             q.setLevel(level)
 
 
+@contextlib.contextmanager
+def _quiet_onnxruntime_tools():
+    """Silence the advice onnxruntime's optimizer and quantizer log (shape inference,
+    pre-processing): noise for this fixed graph."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def fuse_transformer_ops(source: Path, target: Path, config) -> dict | None:
     """onnxruntime's transformer graph fusion (``onnxruntime.transformers.optimizer``, model type
     bert): LayerNorm after a residual Add becomes SkipLayerNormalization, bias + Gelu becomes
@@ -287,19 +298,17 @@ def fuse_transformer_ops(source: Path, target: Path, config) -> dict | None:
     except ImportError as err:
         log.warning("onnx: graph fusion skipped (onnxruntime.transformers unavailable: %s)", err)
         return None
-    logging.disable(logging.WARNING)
     try:
-        fused = optimize_model(str(source), model_type="bert", opt_level=0,
-                               num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
-                               hidden_size=int(getattr(config, "hidden_size", 0) or 0))
-        counts = {op: n for op, n in fused.get_fused_operator_statistics().items() if n}
-        fused.save_model_to_file(str(target))
+        with _quiet_onnxruntime_tools():
+            fused = optimize_model(str(source), model_type="bert", opt_level=0,
+                                   num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
+                                   hidden_size=int(getattr(config, "hidden_size", 0) or 0))
+            counts = {op: n for op, n in fused.get_fused_operator_statistics().items() if n}
+            fused.save_model_to_file(str(target))
     except Exception as err:  # a graph the optimizer does not understand: quantize it unfused
         log.warning("onnx: graph fusion skipped (%s: %s)", type(err).__name__,
                     " ".join(str(err).split())[:200])
         return None
-    finally:
-        logging.disable(logging.NOTSET)
     return counts
 
 
@@ -307,11 +316,8 @@ def quantize_int8(source: Path, target: Path) -> None:
     """Dynamic int8 quantization of the weights (activations quantized at run time)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.disable(logging.WARNING)  # its advice to pre-process (shape inference) is noise here
-    try:
+    with _quiet_onnxruntime_tools():
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
-    finally:
-        logging.disable(logging.NOTSET)
 
 
 def fused_int8(source: Path, target: Path, config) -> dict | None:

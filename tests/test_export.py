@@ -161,3 +161,19 @@ def test_export_fails_on_parity_mismatch_and_writes_nothing(onnx_dir, tiny_teach
     assert [p.name for p in tmp_path.iterdir()] == ["export.parity-failed.json"]
     report = json.loads((tmp_path / "export.parity-failed.json").read_text())
     assert report["onnx"]["max_abs_diff"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_int8_falls_back_to_the_plain_graph_with_a_warning(onnx_dir, tmp_path, monkeypatch, caplog):
+    import onnxruntime.transformers.optimizer as optimizer
+
+    from distill.export import fused_int8
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("pattern not understood")
+
+    monkeypatch.setattr(optimizer, "optimize_model", broken)
+    target = tmp_path / "model.int8.onnx"
+    with caplog.at_level("WARNING", logger="distill"):
+        assert fused_int8(onnx_dir / "model.onnx", target, config=None) is None
+    assert "graph fusion skipped (RuntimeError: pattern not understood)" in caplog.text
+    assert target.is_file() and not list(tmp_path.glob("*.tmp.onnx"))
