@@ -8,7 +8,8 @@ where a teacher's soft span scores say most that the gold labels of the original
 
 The output is canonical JSONL (``text`` plus the swapped mentions as ``entities``), so it serves
 both as ``data.unlabeled=<file>`` (the distillation term only; the entities are ignored and the
-teacher decides) and as labelled training data (``data=jsonl``). Only the training split is read
+teacher decides) and as more gold-labelled training data (``data.extra_train=<file>``, appended to
+the original training split). Only the training split is read
 (after ``data.holdout`` and ``data.limit_train``), so no evaluation text leaks in. Documents whose
 entities overlap (nested datasets) are not rewritten -- replacing an outer mention would silently
 drop the inner ones -- and are counted in the summary, as are documents without entities.

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
+from omegaconf import OmegaConf
 
 from cli_util import call
-from conftest import require_shared
+from conftest import REPO, SAMPLE, require_shared
 from distill.augment import mention_pool, mention_swap
+from distill.data.datamodule import NERDataModule
 from distill.data.document import Document, Entity
-from distill.data.readers import read_jsonl, read_split
-from distill.errors import ConfigError
+from distill.data.readers import read_jsonl, read_split, write_jsonl
+from distill.errors import ConfigError, DataError
+from distill.student import student_datamodule
 
 
 def doc(text: str, *mentions: tuple[str, str]) -> Document:
@@ -92,3 +96,47 @@ def test_conll2003_slice(tmp_path):
     docs = read_jsonl(out)
     assert 100 < len(docs) <= 300
     assert {e.type for d in docs for e in d.entities} == {"LOC", "MISC", "ORG", "PER"}
+
+
+def sample_module(**kwargs) -> NERDataModule:
+    return NERDataModule(dir=str(SAMPLE), train="train.jsonl", dev="dev.jsonl", format="jsonl",
+                         **kwargs)
+
+
+def test_extra_train_appends_gold_documents_after_the_limit(tmp_path):
+    swap = tmp_path / "swap.jsonl"
+    extra = mention_swap(DOCS)[0]
+    write_jsonl(extra, swap)
+    for given in (str(swap), [str(swap)]):
+        module = sample_module(limit_train=4, extra_train=given)
+        module.read()
+        train = module.splits["train"]
+        assert len(train.docs) == 4 + len(extra)
+        assert [d.text for d in train.docs[4:]] == [d.text for d in extra]
+        assert train.docs[-1].entities == extra[-1].entities  # the gold spans are kept
+        assert str(swap) in train.path and module.config()["extra_train"] == [str(swap)]
+    assert sample_module(limit_train=4).config()["extra_train"] == []
+
+
+def test_extra_train_with_a_label_the_teacher_lacks_is_an_error(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "Rome", "entities": [{"start": 0, "end": 4, "type": "CITY"}]}\n')
+    module = sample_module(extra_train=str(bad))
+    with pytest.raises(DataError, match=r"bad\.jsonl.*CITY"):
+        module.read(labels=["LOC", "MISC", "ORG", "PER"])
+    with pytest.raises(DataError, match=r"missing\.jsonl"):
+        sample_module(extra_train=str(tmp_path / "missing.jsonl")).read()
+
+
+def test_a_student_inherits_the_teachers_extra_train_unless_given(tmp_path):
+    swap = tmp_path / "swap.jsonl"
+    swap.write_text('{"text": "Rome", "entities": [{"start": 0, "end": 4, "type": "LOC"}]}\n')
+    stored = {"dir": str(SAMPLE), "format": "jsonl", "files": {"train": "train.jsonl",
+              "dev": "dev.jsonl", "test": None}, "extra_train": [str(swap)]}
+    teacher = SimpleNamespace(meta={"data": stored}, path=tmp_path / "teacher.ckpt")
+    data = OmegaConf.load(REPO / "conf" / "data" / "from_teacher.yaml")
+    data.seed = 0
+    cfg = OmegaConf.create({"data": data})
+    assert student_datamodule(cfg, teacher).extra_train == [str(swap)]
+    cfg.data.extra_train = []
+    assert student_datamodule(cfg, teacher).extra_train == []

@@ -177,7 +177,10 @@ class NERDataModule(pl.LightningDataModule):
     """Reads the configured splits; :meth:`encode` tokenizes them once the tokenizer is known.
 
     ``holdout`` carves a fixed-seed evaluation set out of the train file (for datasets without
-    a public train split, e.g. CMeEE: ``train: dev.json``, ``holdout: 1000``)."""
+    a public train split, e.g. CMeEE: ``train: dev.json``, ``holdout: 1000``). ``extra_train``
+    names more gold-labelled training files in the canonical JSONL format (e.g. the output of
+    ``distill.augment``), appended to the train split after the holdout and ``limit_train``;
+    ``unlabeled`` names text that only the distillation term sees."""
 
     def __init__(self, dir: str, train: str, dev: str | None = None, test: str | None = None,
                  format: str = "jsonl", options: dict | None = None, flat: bool = False,
@@ -185,7 +188,7 @@ class NERDataModule(pl.LightningDataModule):
                  max_length: int = 256, stride: int = 64, batch_size: int = 32,
                  eval_batch_size: int = 64, num_workers: int = 0, holdout: int | None = None,
                  holdout_seed: int = 0, unlabeled: str | None = None, seed: int = 0,
-                 name: str | None = None):
+                 name: str | None = None, extra_train: str | list[str] | None = None):
         super().__init__()
         if isinstance(options, Container):  # Hydra passes DictConfig/ListConfig values
             options = OmegaConf.to_container(options, resolve=True)
@@ -196,6 +199,9 @@ class NERDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.holdout, self.holdout_seed, self.unlabeled, self.seed = holdout, holdout_seed, unlabeled, seed
         self.name = name
+        if isinstance(extra_train, Container):
+            extra_train = OmegaConf.to_container(extra_train, resolve=True)
+        self.extra_train = [extra_train] if isinstance(extra_train, str) else list(extra_train or [])
         self.splits: dict[str, Split] = {}
         self.unlabeled_split: Split | None = None
         self.labels: list[str] = []
@@ -222,7 +228,14 @@ class NERDataModule(pl.LightningDataModule):
             self.splits["dev"] = Split("dev", f"{self.path('train')} (held out)",
                                        [d for k, d in enumerate(train_docs) if k in held])
             train_docs = [d for k, d in enumerate(train_docs) if k not in held]
-        self.splits["train"] = Split("train", str(self.path("train")), train_docs[: self.limit_train])
+        train_docs = train_docs[: self.limit_train]
+        for path in self.extra_train:
+            extra = read_split("jsonl", path)
+            log.info("train: + %d gold-labelled documents (%d entities) from %s", len(extra),
+                     sum(len(d.entities) for d in extra), path)
+            train_docs = train_docs + extra
+        self.splits["train"] = Split("train", " + ".join([str(self.path("train")), *self.extra_train]),
+                                     train_docs)
         for split in ("dev", "test"):
             if self.files[split] and split not in self.splits:
                 docs = read_split(self.format, self.path(split), **self.options)
@@ -236,11 +249,11 @@ class NERDataModule(pl.LightningDataModule):
         if labels is not None:
             unknown = sorted(set(self.labels) - set(labels))
             if unknown:
-                raise DataError(f"{self.path('train')}: labels {unknown} are not in the model's "
+                raise DataError(f"{self.splits['train'].path}: labels {unknown} are not in the model's "
                                 f"label set {list(labels)}")
             self.labels = list(labels)
         if not self.labels:
-            raise DataError(f"{self.path('train')}: no entities in the training split")
+            raise DataError(f"{self.splits['train'].path}: no entities in the training split")
         for split in ("dev", "test"):
             if split in self.splits:
                 self._check_labels(self.splits[split])
@@ -312,4 +325,4 @@ class NERDataModule(pl.LightningDataModule):
                 "flat": self.flat, "format": self.format, "options": self.options,
                 "dir": str(self.dir), "files": self.files, "holdout": self.holdout,
                 "holdout_seed": self.holdout_seed, "limit_train": self.limit_train,
-                "limit_eval": self.limit_eval}
+                "limit_eval": self.limit_eval, "extra_train": self.extra_train}
