@@ -116,3 +116,25 @@ def test_joblib_launcher_composes():
     cfg = compose_cfg("student", ["+experiment=conll2003_students", "hydra/launcher=joblib",
                                   "hydra.launcher.n_jobs=2"])
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
+
+
+def _settings_paragraph(readme: str, role: str) -> str:
+    """The ``**Teacher**`` / ``**Students**`` paragraph of a recipe README's Settings section."""
+    start = readme.index(f"**{role}**")
+    end = readme.find("\n\n", start)
+    return " ".join(readme[start:end].split())
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_recipe_readme_states_the_configured_epochs_and_windows(dataset):
+    """The recipe READMEs describe their experiment configs; a changed config must change them."""
+    readme = (REPO / "recipes" / dataset / "README.md").read_text(encoding="utf-8")
+    teacher = compose_cfg("teacher", [f"+experiment={dataset}"])
+    students = compose_cfg("student", [f"+experiment={dataset}_students"])
+    epochs = teacher.trainer.max_epochs
+    teacher_text = _settings_paragraph(readme, "Teacher")
+    assert f" {epochs} epoch{'s' if epochs > 1 else ''}," in teacher_text, (dataset, epochs)
+    assert f"≤ {teacher.data.max_length} tokens" in teacher_text, (dataset, teacher.data.max_length)
+    assert f"batch {teacher.data.batch_size}," in teacher_text
+    epochs = students.trainer.max_epochs
+    assert f"trains {epochs} epoch{'s' if epochs > 1 else ''} " in _settings_paragraph(readme, "Students")
