@@ -33,7 +33,7 @@ LATENCY_TOKENS = 64
 THROUGHPUT_BATCH = 32
 
 COLUMNS = [  # comparison.csv, in order
-    "name", "run", "role", "data", "depth", "layers", "pruning", "init", "kd", "kd_alpha",
+    "name", "run", "role", "data", "extra_train", "unlabeled", "depth", "layers", "pruning", "init", "kd", "kd_alpha",
     "kd_temperature", "kd_loss", "kd_beta", "params", "dev_f1", "test_f1", "dev_exact_match",
     "test_exact_match", "retention_pct", "retention_split", "kd_gain", "kd_gain_split", "p50_ms", "p95_ms",
     "throughput_per_s", "speedup", "runtime", "checkpoint", "teacher_checkpoint", "note",
@@ -62,6 +62,21 @@ class Run:
         if not ckpt and self.run_dir is not None and (self.run_dir / BEST).is_file():
             ckpt = self.run_dir / BEST
         return ckpt_key(ckpt) if ckpt else None
+
+    @property
+    def training_extras(self) -> tuple[str | None, str | None]:
+        """(extra gold-labelled training files, KD-only text file) the run trained on besides
+        the dataset's train split; runs written before metrics.json recorded them are read from
+        their Hydra config."""
+        data = self.metrics.get("data") or {}
+        if "extra_train" not in data and self.run_dir is not None:
+            hydra_cfg = self.run_dir / ".hydra" / "config.yaml"
+            if hydra_cfg.is_file():
+                from omegaconf import OmegaConf
+                data = OmegaConf.to_container(OmegaConf.load(hydra_cfg).get("data") or {})
+        extra = data.get("extra_train") or []
+        extra = [extra] if isinstance(extra, str) else extra
+        return ";".join(map(str, extra)) or None, data.get("unlabeled") or None
 
     @property
     def teacher_checkpoint(self) -> str | None:
@@ -242,8 +257,10 @@ def build_rows(runs: list[Run]) -> list[dict]:
         model = m.get("model") or {}
         row = {c: None for c in COLUMNS}
         where = run.run_dir or (Path(m["checkpoint"]).parent if m.get("checkpoint") else None)
+        extra_train, unlabeled = run.training_extras
         row.update(role=run.role, run=display_path(where),
                    data=(m.get("data") or {}).get("name"), params=model.get("params"),
+                   extra_train=extra_train, unlabeled=unlabeled,
                    dev_f1=_f1(m, "dev"), test_f1=_f1(m, "test"),
                    dev_exact_match=_get(m, "dev", "exact_match"),
                    test_exact_match=_get(m, "test", "exact_match"),
@@ -279,6 +296,9 @@ def name_rows(rows: list[dict]) -> None:
             if row["init"] not in (None, "teacher"):
                 name += f" init={row['init']}"
             row["name"] = name
+        for key, what in (("extra_train", "gold"), ("unlabeled", "KD text")):
+            if row[key]:
+                row["name"] += "".join(f" +{Path(f).stem} ({what})" for f in row[key].split(";"))
     for refine in (_kd_suffix, _run_suffix):
         counts: dict[str, int] = {}
         for row in rows:
@@ -385,10 +405,11 @@ def _by_case(results: list[dict], models: list, cases: list[tuple[int, int]]) ->
 
 def add_kd_gains(rows: list[dict]) -> None:
     """``kd_gain``: a KD student's F1 minus that of the same student trained without KD (same
-    teacher, data, kept layers and init; the mean when there are several), in F1 points, on
-    test when both have it, else dev. What the distillation term itself bought."""
+    teacher, gold training data, kept layers and init; the mean when there are several), in F1
+    points, on test when both have it, else dev. What the distillation term itself bought (with
+    its KD-only text, if any: a student without KD cannot use unlabeled text)."""
     def same_student(row: dict) -> tuple:
-        return (row["teacher_checkpoint"], row["data"], row["layers"], row["init"])
+        return (row["teacher_checkpoint"], row["data"], row["extra_train"], row["layers"], row["init"])
 
     baselines: dict[tuple, list[dict]] = {}
     for row in rows:

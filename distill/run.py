@@ -71,13 +71,29 @@ def model_summary(module: NERModule, name: str) -> dict:
             "params": sum(p.numel() for p in model.parameters())}
 
 
-def config_digest(cfg: DictConfig) -> str:
+def config_digest(cfg: DictConfig, keep_nulls: bool = False) -> str:
     """A short hash of the resolved job config, minus ``resume`` and the run dir itself: equal
-    for the re-run of the same command, different when any setting changed."""
+    for the re-run of the same command, different when any setting changed. Null values are left
+    out, so a setting that a later version adds with a null default (what the older version did
+    without it) does not turn a finished run into "another config"."""
     data = OmegaConf.to_container(cfg, resolve=True)
     data.pop("resume", None)
+    if not keep_nulls:
+        data = _without_nulls(data)
     text = json.dumps(data, sort_keys=True, default=str).replace(str(output_dir()), "<run_dir>")
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _without_nulls(value):
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def same_config(stored: str | None, cfg: DictConfig) -> bool:
+    """Whether a stored digest is this config's (runs stamped before nulls were left out of the
+    digest are recognised too). No stored digest: trusted, as before digests existed."""
+    return stored is None or stored in (config_digest(cfg), config_digest(cfg, keep_nulls=True))
 
 
 class RunState(pl.Callback):
@@ -171,14 +187,14 @@ def run_state(cfg: DictConfig) -> tuple[dict | None, str | None]:
     metrics = _finished_metrics(run_dir / METRICS)
     if metrics is not None:
         stored = (metrics.get("run") or {}).get("config")
-        if stored is not None and stored != digest:
+        if not same_config(stored, cfg):
             raise ConfigError(f"{run_dir}: holds a finished run of another config ({METRICS} "
                               f"config {stored}, this one {digest}); {hint}")
         return metrics, None
     last = run_dir / LAST
     if last.is_file():
         stored = _checkpoint_digest(last)
-        if stored is not None and stored != digest:
+        if not same_config(stored, cfg):
             raise ConfigError(f"{last}: an interrupted run of another config (config {stored}, "
                               f"this one {digest}); {hint}")
         return None, str(last)
@@ -259,10 +275,13 @@ def fit_and_evaluate(cfg: DictConfig, module: NERModule, datamodule: NERDataModu
 
 
 def _alignment(datamodule: NERDataModule) -> dict:
-    return {name: {"entities": s.report.entities, "misaligned": s.report.misaligned,
-                   "unwindowed": s.report.unwindowed,
-                   "unknown_token_share": round(s.report.unknown_share, 4)}
-            for name, s in datamodule.splits.items() if s.report}
+    splits = [*datamodule.splits.values(),
+              *([datamodule.unlabeled_split] if datamodule.unlabeled_split else [])]
+    return {s.name: {"documents": len(s.docs), "windows": len(s.windows),
+                     "entities": s.report.entities, "misaligned": s.report.misaligned,
+                     "unwindowed": s.report.unwindowed,
+                     "unknown_token_share": round(s.report.unknown_share, 4)}
+            for s in splits if s.report}
 
 
 def _print_summary(metrics: dict, run_dir: Path) -> None:

@@ -202,3 +202,24 @@ def test_kd_gain_is_against_the_same_student_without_kd(runs):
     assert all(r["kd_gain"] is None for r in rows.values() if r["kd"] != "KD")
     table = (runs["root"] / "comparison.md").read_text()
     assert "| +15.00 (dev) |" in table
+
+
+def test_students_with_extra_training_data_are_named_and_compared_like_for_like(runs):
+    """A no-KD student with more gold data is no baseline for a KD student on the dataset alone;
+    a KD student with KD-only text is compared with the plain no-KD student."""
+    sweep = runs["sweep"]
+    gold = student_metrics(runs["ckpt"], 2, "bottom", 0.0, 0.90, None)
+    gold["data"]["extra_train"] = ["aug/swap.jsonl"]
+    gold["checkpoint"] = str((sweep / "4" / "best.ckpt").resolve())
+    write_run(sweep / "4", gold)
+    # written before metrics.json recorded the extras: the Hydra config says it
+    text = student_metrics(runs["ckpt"], 2, "bottom", 0.5, 0.80, None)
+    text["checkpoint"] = str((sweep / "5" / "best.ckpt").resolve())
+    write_run(sweep / "5", text)
+    (sweep / "5" / ".hydra" / "config.yaml").write_text("data:\n  unlabeled: aug/swap.jsonl\n")
+    rows = by_name(compare.compare([runs["root"]], latency=False)["rows"])
+    assert rows["2L bottom no-KD +swap (gold)"]["extra_train"] == "aug/swap.jsonl"
+    with_text = rows["2L bottom KD +swap (KD text)"]
+    assert with_text["unlabeled"] == "aug/swap.jsonl"
+    # against the plain no-KD job (dev 0.70), not the mean with the extra-gold one (0.90)
+    assert with_text["kd_gain"] == pytest.approx(100 * (0.80 - 0.70))

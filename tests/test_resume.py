@@ -181,3 +181,21 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_config_digest_ignores_settings_added_later_with_a_null_default(monkeypatch, tmp_path):
+    """Re-running a sweep after an upgrade that added a setting (default null) still finds the
+    finished jobs; any changed value is another config; digests stamped before nulls were left
+    out are still recognised."""
+    from omegaconf import OmegaConf
+    from distill import run
+    monkeypatch.setattr(run, "output_dir", lambda: tmp_path)
+    old = OmegaConf.create({"seed": 1, "data": {"dir": "d", "unlabeled": None}, "resume": None})
+    new = OmegaConf.create({"seed": 1, "data": {"dir": "d", "unlabeled": None, "extra_train": None}})
+    assert run.config_digest(new) == run.config_digest(old)
+    assert run.same_config(run.config_digest(old), new)
+    assert run.same_config(run.config_digest(old, keep_nulls=True), old)  # a legacy stamp
+    changed = OmegaConf.create({"seed": 2, "data": {"dir": "d", "unlabeled": None}})
+    assert not run.same_config(run.config_digest(old), changed)
+    assert not run.same_config(run.config_digest(old, keep_nulls=True), changed)
+    assert run.same_config(None, changed)  # nothing stamped: trusted, as before stamps existed

@@ -325,4 +325,5 @@ class NERDataModule(pl.LightningDataModule):
                 "flat": self.flat, "format": self.format, "options": self.options,
                 "dir": str(self.dir), "files": self.files, "holdout": self.holdout,
                 "holdout_seed": self.holdout_seed, "limit_train": self.limit_train,
-                "limit_eval": self.limit_eval, "extra_train": self.extra_train}
+                "limit_eval": self.limit_eval, "extra_train": self.extra_train,
+                "unlabeled": self.unlabeled}
