@@ -167,6 +167,11 @@ class ResumableLoader(DataLoader):
         self.resume_state = dict(state)
 
 
+def _plain(value):
+    """Hydra passes DictConfig/ListConfig values; the data module keeps plain dicts and lists."""
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, Container) else value
+
+
 def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
@@ -190,8 +195,7 @@ class NERDataModule(pl.LightningDataModule):
                  holdout_seed: int = 0, unlabeled: str | None = None, seed: int = 0,
                  name: str | None = None, extra_train: str | list[str] | None = None):
         super().__init__()
-        if isinstance(options, Container):  # Hydra passes DictConfig/ListConfig values
-            options = OmegaConf.to_container(options, resolve=True)
+        options, extra_train = _plain(options), _plain(extra_train)
         self.dir, self.format, self.options = Path(str(dir)), format, dict(options or {})
         self.files = {"train": train, "dev": dev, "test": test}
         self.flat, self.limit_train, self.limit_eval = flat, limit_train, limit_eval
@@ -199,8 +203,6 @@ class NERDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.holdout, self.holdout_seed, self.unlabeled, self.seed = holdout, holdout_seed, unlabeled, seed
         self.name = name
-        if isinstance(extra_train, Container):
-            extra_train = OmegaConf.to_container(extra_train, resolve=True)
         self.extra_train = [extra_train] if isinstance(extra_train, str) else list(extra_train or [])
         self.splits: dict[str, Split] = {}
         self.unlabeled_split: Split | None = None
