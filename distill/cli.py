@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -31,7 +29,7 @@ def resume_dir(resume, default: str) -> str:
 
 
 def _register_resolvers() -> None:
-    from distill.encoder import joined_split_zip, package_dir
+    from distill.model.offline import joined_split_zip, package_dir
 
     if not OmegaConf.has_resolver("pkgdir"):
         OmegaConf.register_new_resolver("pkgdir", package_dir)
@@ -89,51 +87,6 @@ def entry(main) -> None:
         os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
-def current_umask() -> int:
-    """The process umask (reading it means setting it, so it is set straight back)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: str | os.PathLike, write, mode: str = "w") -> None:
-    """Call ``write(handle)`` on a temporary file in ``path``'s folder, fsync it, give it the
-    usual permissions (mkstemp makes 0600 files) and rename it over ``path``, then fsync the
-    folder: readers see the old file or the new one, never half a file, even after a kill."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-def write_json_atomic(path: str | os.PathLike, payload) -> None:
-    """Write ``payload`` as JSON to ``path`` with :func:`write_atomic`."""
-    def dump(handle) -> None:
-        json.dump(payload, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-
-    write_atomic(path, dump)
-
-
 def objective(cfg, metrics: dict) -> float | None:
     """``metrics[split][key]`` for ``optimized_metric: split/key`` (e.g. ``dev/f1``): what a Hydra
     task function returns so a sweeper (Optuna) can optimise it; None when not set."""
@@ -141,3 +94,10 @@ def objective(cfg, metrics: dict) -> float | None:
         return None
     split, key = cfg.optimized_metric.split("/")
     return metrics[split][key]
+
+
+class BelowError(logging.Filter):
+    """Logging filter for the console handler: errors are printed once, by one_line_errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR

@@ -348,7 +348,7 @@ def measure_latency(rows: list[dict], repeats: int, warmup: int, runtime: str | 
     """Fill p50/p95/throughput/runtime of ``rows`` in place (and speed-up). Returns notes."""
     notes = []
     try:
-        from distill.bench import load_bench_model, measure
+        from distill.report.bench import load_bench_model, measure
     except ImportError as err:
         warn(f"latency not measured: distill.bench is unavailable ({err})")
         return [f"Latency not measured: distill.bench is unavailable ({err})."]

@@ -1,7 +1,7 @@
 """One exception type for everything a user can get wrong.
 
 CLIs catch :class:`DistillError` at the top and print its message as one line (no traceback)
-with a non-zero exit; see :func:`distill.cli.run_cli`.
+with a non-zero exit; see :func:`distill.cli.one_line_errors`.
 """
 
 

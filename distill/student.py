@@ -14,15 +14,16 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from distill.checkpoint import LoadedModel, load_checkpoint
+from distill.io.checkpoint import LoadedModel
+from distill.io.load import load_checkpoint
 from distill.cli import entry, objective, one_line_errors
 from distill.data.datamodule import NERDataModule
 from distill.errors import ConfigError
-from distill.kd_cache import TeacherCache
-from distill.model import encoder_layers
-from distill.module import NERModule
-from distill.pruning import build_student, select_layers
-from distill.run import build_trainer, finished_run, fit_and_evaluate, model_summary
+from distill.train.kd_cache import TeacherCache
+from distill.model.span_ner import encoder_layers
+from distill.train.module import NERModule
+from distill.train.students import build_student, select_layers
+from distill.train.run import finished_run, fit_and_evaluate, model_summary
 
 log = logging.getLogger("distill")
 

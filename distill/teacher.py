@@ -8,9 +8,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from distill.cli import entry, objective, one_line_errors
-from distill.encoder import build_model, load_tokenizer
-from distill.module import NERModule
-from distill.run import finished_run, fit_and_evaluate
+from distill.model.encoders import build_model, load_tokenizer
+from distill.train.module import NERModule
+from distill.train.run import finished_run, fit_and_evaluate
 
 
 def train_teacher(cfg: DictConfig) -> dict:

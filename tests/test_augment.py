@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from cli_util import call
 from conftest import REPO, SAMPLE, require_shared
-from distill.augment import mention_pool, mention_swap
+from distill.data.augment import mention_pool, mention_swap
 from distill.data.datamodule import NERDataModule
 from distill.data.document import Document, Entity
 from distill.data.readers import read_jsonl, read_split, write_jsonl

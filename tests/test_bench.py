@@ -7,7 +7,8 @@ import json
 import pytest
 
 from conftest import REPO
-from distill.bench import FIELDS, BenchModel, load_bench_model, load_bench_models, measure, shape_model
+from distill.model.shapes import shape_model
+from distill.report.bench import FIELDS, BenchModel, load_bench_model, load_bench_models, measure
 from distill.errors import ConfigError
 
 
@@ -53,7 +54,7 @@ def test_checkpoints_and_export_folders(tiny_teacher_ckpt):
 def test_bench_command_writes_json(tmp_path, capsys):
     from hydra import compose, initialize_config_dir
 
-    from distill.bench import run
+    from distill.report.bench import run
 
     out = tmp_path / "bench.json"
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

@@ -141,7 +141,7 @@ class FakeBench:
 
 def test_compare_with_latency(runs, monkeypatch, capsys):
     fake = FakeBench()
-    monkeypatch.setitem(sys.modules, "distill.bench",
+    monkeypatch.setitem(sys.modules, "distill.report.bench",
                         types.SimpleNamespace(load_bench_model=fake.load_bench_model,
                                               measure=fake.measure))
     # only the sweep is given: its teacher is found through the students' checkpoint path

@@ -10,9 +10,9 @@ import pytest
 import pytorch_lightning as pl
 
 from cli_util import QUIET, run
-from distill.checkpoint import load_checkpoint
+from distill.io.load import load_checkpoint
 from distill.data.datamodule import NERDataModule
-from distill.module import NERModule
+from distill.train.module import NERModule
 
 # 21 evaluation documents: 11 on rank 0, 10 on rank 1. One document per evaluation batch keeps
 # the arithmetic identical to the single-process run (no batch-shape-dependent rounding).

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from distill.decode import Prediction, decode_batch, greedy_non_overlapping, threshold_spans
-from distill.metrics import SpanF1, as_report
+from distill.eval.decode import Prediction, decode_batch, greedy_non_overlapping, threshold_spans
+from distill.eval.metrics import SpanF1, as_report
 
 
 def test_threshold_spans_is_vectorised_and_per_window():

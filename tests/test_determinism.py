@@ -8,7 +8,7 @@ import json
 import torch
 
 from cli_util import QUIET, call, popen
-from distill.checkpoint import safe_load
+from distill.io.checkpoint import safe_load
 
 TIMING = {"seconds", "examples_per_second"}
 

@@ -2,8 +2,8 @@ import torch
 
 from distill.data.document import Document, Entity
 from distill.data.encoding import AlignmentReport, align_span, encode_documents
-from distill.decode import decode_batch
-from distill.encoder import extend_vocabulary, load_encoder, load_tokenizer, unknown_pieces
+from distill.eval.decode import decode_batch
+from distill.model.encoders import extend_vocabulary, load_encoder, load_tokenizer, unknown_pieces
 
 
 def _oracle_logits(windows, num_labels):

@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from distill.checkpoint import load_checkpoint
+from distill.io.load import load_checkpoint
 from distill.errors import CheckpointError, ConfigError
-from distill.export import META_FILE, check_parity, export, load_hf_folder
-from distill.predict import Predictor
+from distill.deploy.export import export
+from distill.deploy.parity import check_parity
+from distill.io.export_format import META_FILE, load_hf_folder
+from distill.deploy.predict import Predictor
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not importable")
 
@@ -146,8 +148,8 @@ def test_export_fails_on_parity_mismatch_and_writes_nothing(onnx_dir, tiny_teach
                                                             monkeypatch):
     import shutil
 
-    from distill import export as export_module
-    from distill.predict import OnnxRunner
+    from distill.deploy import export as export_module
+    from distill.deploy.runners import OnnxRunner
 
     monkeypatch.setattr(export_module, "export_onnx",
                         lambda model, file, opset=18: shutil.copy(onnx_dir / "model.onnx", file))
@@ -166,7 +168,7 @@ def test_export_fails_on_parity_mismatch_and_writes_nothing(onnx_dir, tiny_teach
 def test_int8_falls_back_to_the_plain_graph_with_a_warning(onnx_dir, tmp_path, monkeypatch, caplog):
     import onnxruntime.transformers.optimizer as optimizer
 
-    from distill.export import fused_int8
+    from distill.deploy.export import fused_int8
 
     def broken(*args, **kwargs):
         raise RuntimeError("pattern not understood")

@@ -2,9 +2,8 @@ import math
 
 import torch
 
-from distill.losses import (kd_mse, kd_sigmoid_kl, kd_softmax_kl,
-                            multilabel_categorical_crossentropy)
-from distill.model import span_mask
+from distill.train.losses import (kd_mse, kd_sigmoid_kl, kd_softmax_kl, multilabel_categorical_crossentropy)
+from distill.model.span_ner import span_mask
 
 
 def _random_case(seed=0, b=2, c=3, n=6):

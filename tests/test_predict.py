@@ -9,10 +9,10 @@ import sys
 import pytest
 
 from conftest import REPO
-from distill.checkpoint import load_checkpoint
-from distill.decode import decode_batch
+from distill.io.load import load_checkpoint
+from distill.eval.decode import decode_batch
 from distill.errors import CheckpointError
-from distill.predict import Predictor
+from distill.deploy.predict import Predictor
 
 SENTENCE = "EU rejects German call to boycott British lamb."
 LONG = " ".join(["Peter Blackburn reported from Brussels on Tuesday about the European Union."] * 12)
@@ -32,7 +32,7 @@ def run_cli(args, monkeypatch, capsys, stdin: bytes | None = None):
     from hydra import compose, initialize_config_dir
 
     from distill.cli import one_line_errors
-    from distill.predict import run
+    from distill.deploy.predict import run
 
     if stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))

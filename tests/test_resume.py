@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from cli_util import QUIET, call, popen
-from distill.checkpoint import safe_load
-from distill.checkpoint_io import AtomicCheckpointIO
+from distill.io.checkpoint import safe_load
+from distill.io.checkpoint_io import AtomicCheckpointIO
 
 STEPS = 30  # 2 epochs x 60 windows / batch size 4
 
@@ -188,7 +188,7 @@ def test_config_digest_ignores_settings_added_later_with_a_null_default(monkeypa
     finished jobs; any changed value is another config; digests stamped before nulls were left
     out are still recognised."""
     from omegaconf import OmegaConf
-    from distill import run
+    from distill.train import run
     monkeypatch.setattr(run, "output_dir", lambda: tmp_path)
     old = OmegaConf.create({"seed": 1, "data": {"dir": "d", "unlabeled": None}, "resume": None})
     new = OmegaConf.create({"seed": 1, "data": {"dir": "d", "unlabeled": None, "extra_train": None}})

@@ -12,8 +12,9 @@ import yaml
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from cli_util import QUIET, call
-from distill.checkpoint import load_checkpoint, safe_load
-from distill.checkpoint_io import AtomicCheckpointIO
+from distill.io.checkpoint import safe_load
+from distill.io.load import load_checkpoint
+from distill.io.checkpoint_io import AtomicCheckpointIO
 from distill.errors import CheckpointError
 
 
@@ -108,7 +109,7 @@ def test_metadata_is_plain_json_and_yaml(teacher):
 def test_trust_remote_code_is_off_unless_set(teacher, tiny_bert, monkeypatch):
     _, seen = teacher
     assert seen and all(flag is False for flag in seen)
-    from distill.encoder import load_tokenizer
+    from distill.model.encoders import load_tokenizer
 
     calls = []
     monkeypatch.setattr(AutoTokenizer, "from_pretrained",

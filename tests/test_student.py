@@ -1,18 +1,17 @@
 import json
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from conftest import SAMPLE
 from distill.data.datamodule import NERDataModule
-from distill.encoder import load_encoder, load_tokenizer
+from distill.model.encoders import load_encoder, load_tokenizer
 from distill.errors import ConfigError
-from distill.kd_cache import TeacherCache
-from distill.losses import kd_softmax_kl, multilabel_categorical_crossentropy
-from distill.model import SpanNER, encoder_layers, span_mask
-from distill.module import NERModule
-from distill.pruning import build_student, select_layers
+from distill.train.kd_cache import TeacherCache
+from distill.train.losses import kd_softmax_kl, multilabel_categorical_crossentropy
+from distill.model.span_ner import SpanNER, encoder_layers, span_mask
+from distill.train.module import NERModule
+from distill.train.students import build_student, select_layers
 from test_teacher import run_cli
 
 

@@ -7,12 +7,12 @@ import pytorch_lightning as pl
 import torch
 
 from conftest import REPO, SAMPLE
-from distill.checkpoint import load_checkpoint
+from distill.io.load import load_checkpoint
 from distill.data.datamodule import NERDataModule
 from distill.data.readers import read_jsonl, write_jsonl
-from distill.encoder import load_encoder, load_tokenizer
-from distill.model import SpanNER
-from distill.module import NERModule
+from distill.model.encoders import load_encoder, load_tokenizer
+from distill.model.span_ner import SpanNER
+from distill.train.module import NERModule
 
 
 def run_cli(module: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:

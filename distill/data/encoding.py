@@ -4,7 +4,7 @@ Tokenization uses the fast tokenizer's own ``offset_mapping`` and overflow windo
 (``return_overflowing_tokens`` with ``stride`` = overlap in tokens), so a text longer than
 ``max_length`` becomes several overlapping windows and nothing is truncated away. An entity is
 labelled in every window that contains it whole; predictions are merged back to document-level
-character offsets by :func:`distill.decode.merge_windows`.
+character offsets by :func:`distill.eval.decode.merge_windows`.
 """
 
 from __future__ import annotations

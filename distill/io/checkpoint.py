@@ -1,4 +1,4 @@
-"""Self-contained, safe checkpoints: one function loads any teacher or student.
+"""The checkpoint format: self-contained, safe Lightning checkpoints of teachers and students.
 
 A Lightning checkpoint of this project carries, under the ``"distill"`` key, everything needed
 to rebuild the model in a new process with no access to the original config or model folder: the
@@ -10,7 +10,6 @@ safetensors for exported folders) refuses any payload that is not plain tensors 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import tempfile
 import zipfile
@@ -20,9 +19,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel
 
-from distill.encoder import without_pooler
 from distill.errors import CheckpointError
-from distill.model import SpanNER
+from distill.model.encoders import without_pooler
+from distill.model.span_ner import SpanNER
 
 FORMAT = "distill-checkpoint/1"
 BEST = "best.ckpt"
@@ -82,16 +81,6 @@ def build_from_metadata(meta: dict) -> tuple[SpanNER, object]:
     return model, load_tokenizer_files(meta["tokenizer"])
 
 
-def resolve(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run folder holding ``best.ckpt``."""
-    p = Path(path)
-    if p.is_dir() and (p / BEST).is_file():
-        return p / BEST
-    if not p.exists():
-        raise CheckpointError(f"{p}: no such checkpoint file or folder")
-    return p
-
-
 def safe_load(path: Path) -> dict:
     """``torch.load`` restricted to tensors and plain containers, with one-line errors."""
     try:
@@ -108,13 +97,8 @@ def safe_load(path: Path) -> dict:
         raise CheckpointError(f"{path}: a folder without {BEST}") from None
 
 
-def load_checkpoint(path: str | os.PathLike) -> LoadedModel:
-    """Load a teacher or student checkpoint (file or run folder) for inference, in eval mode."""
-    file = resolve(path)
-    if file.is_dir():
-        from distill.export import load_hf_folder  # exported Hugging Face-style folder
-
-        return load_hf_folder(file)
+def load_checkpoint_file(file: Path) -> LoadedModel:
+    """A ``.ckpt`` file of this project, for inference, in eval mode."""
     ckpt = safe_load(file)
     meta = ckpt.get("distill") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:

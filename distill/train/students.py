@@ -7,9 +7,9 @@ import math
 
 from torch import nn
 
-from distill.encoder import load_encoder
+from distill.model.encoders import load_encoder
 from distill.errors import ConfigError
-from distill.model import SpanNER, encoder_layers
+from distill.model.span_ner import SpanNER, encoder_layers
 
 PRUNING = ("uniform", "bottom", "top")
 INITS = ("teacher", "pretrained", "random")
@@ -83,7 +83,7 @@ def build_student(teacher: SpanNER, layers: list[int], init: str = "teacher",
     if init == "random":
         from transformers import AutoModel
 
-        from distill.encoder import without_pooler
+        from distill.model.encoders import without_pooler
 
         config = copy.deepcopy(teacher.encoder.config)
         config.num_hidden_layers = len(layers)

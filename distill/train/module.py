@@ -5,7 +5,7 @@ teacher (or its cached logits) and a ``kd`` config; its loss adds the distillati
 
     loss = α · T² · KL(p_teacher ‖ p_student) + (1 − α) · MLCE(student, gold) [+ β · hidden MSE]
 
-(see :mod:`distill.losses`). Unlabeled windows take only the distillation term.
+(see :mod:`distill.train.losses`). Unlabeled windows take only the distillation term.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from distill import checkpoint
-from distill.decode import decode_batch
-from distill.losses import KD_LOSSES, hidden_state_mse, multilabel_categorical_crossentropy
-from distill.metrics import SpanF1, as_report
-from distill.model import SpanNER, span_mask
+from distill.io import checkpoint
+from distill.eval.decode import decode_batch
+from distill.train.losses import KD_LOSSES, hidden_state_mse, multilabel_categorical_crossentropy
+from distill.eval.metrics import SpanF1, as_report
+from distill.model.span_ner import SpanNER, span_mask
 
 log = logging.getLogger("distill")
 

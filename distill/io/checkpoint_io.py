@@ -6,7 +6,7 @@ kill during it can leave a truncated ``last.ckpt`` that a later resume, compare 
 read. :class:`AtomicCheckpointIO` writes to a temporary file in the checkpoint's own folder,
 fsyncs it and ``os.replace``-s it over the target (atomic on POSIX): readers see the old file or
 the new one, nothing in between. Loading (resume, ``validate(ckpt_path=...)``) goes through
-:func:`distill.checkpoint.safe_load` (``weights_only=True``) unless Lightning is explicitly told
+:func:`distill.io.checkpoint.safe_load` (``weights_only=True``) unless Lightning is explicitly told
 ``weights_only=False``.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from distill.checkpoint import safe_load
-from distill.cli import write_atomic
+from distill.io.atomic import write_atomic
+from distill.io.checkpoint import safe_load
 
 
 def save_atomic(payload: Any, path: str | os.PathLike) -> None:

@@ -38,12 +38,12 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.plugins.io import CheckpointIO
 
-from distill.checkpoint import BEST
-from distill.checkpoint_io import AtomicCheckpointIO
-from distill.cli import write_json_atomic
+from distill.io.checkpoint import BEST
+from distill.io.checkpoint_io import AtomicCheckpointIO
+from distill.io.atomic import write_json_atomic
 from distill.data.datamodule import NERDataModule
 from distill.errors import ConfigError
-from distill.module import NERModule
+from distill.train.module import NERModule
 
 log = logging.getLogger("distill")
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
+
+from distill.io.atomic import write_atomic
 
 log = logging.getLogger("distill")
 
@@ -71,14 +72,8 @@ class TeacherCache:
         sizes = torch.tensor([len(pieces[i]) for i in range(len(self.dataset))])
         starts = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
         values = torch.cat([pieces[i] for i in range(len(self.dataset))])
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"values": values, "starts": starts}, tmp)
-            os.replace(tmp, self.path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        payload = save({"values": values, "starts": starts})
+        write_atomic(self.path, lambda handle: handle.write(payload), mode="wb")
 
     def batch(self, window_ids: torch.Tensor, n: int) -> torch.Tensor:
         """(B, C, n, n) float logits of the given windows, padded with −inf."""

@@ -4,9 +4,10 @@ Every sentence, name, organisation and template here was written for this projec
 companies, clubs and most events are fictional (real country/city names are used as places).
 The output is deterministic: running
 
-    python distill/data/sample/make_sample.py
+    python tools/make_sample.py
 
-rewrites ``train.jsonl``, ``dev.jsonl`` and ``test.jsonl`` next to this file byte for byte.
+rewrites ``distill/data/sample/{train,dev,test}.jsonl`` (the package data) byte for byte; a
+folder given as the first argument gets them instead.
 
 Format: one JSON object per line, ``{"text": str, "entities": [{"start", "end", "type"}]}``
 with ``end`` exclusive character offsets, entities sorted by ``(start, end, type)``.
@@ -706,7 +707,8 @@ def make_split(split: str, n: int, rng: random.Random, seen: set[str], nest_p: f
 
 
 def main(out_dir: Path | None = None) -> None:
-    out_dir = Path(out_dir) if out_dir else Path(__file__).resolve().parent
+    out_dir = (Path(out_dir) if out_dir else
+               Path(__file__).resolve().parents[1] / "distill" / "data" / "sample")
     rng = random.Random(SEED)
     seen: set[str] = set()
     memory: dict[str, list] = {}

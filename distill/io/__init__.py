@@ -1,0 +1,1 @@
+"""Input/output formats: checkpoints, export folders, one loader for both, atomic writes."""

@@ -1,0 +1,1 @@
+"""Reports: latency benchmarks and the student-vs-teacher comparison (table, plots)."""

@@ -1,0 +1,1 @@
+"""Training: the one LightningModule, its losses, the teacher-logit cache, students, the run loop."""
