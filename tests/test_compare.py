@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from distill import compare
+from distill import compare as command
+from distill.report import compare
+from distill.report.plots import pareto_front
 
 TEACHER_DEV, TEACHER_TEST = 0.90, 0.80
 
@@ -84,8 +86,8 @@ def by_name(rows):
 
 def test_compare_without_latency(runs, capsys):
     out = runs["root"] / "report"
-    assert compare.main([str(runs["teacher"]), str(runs["sweep"].parent.parent), str(runs["root"] / "broken"),
-                         "--output", str(out), "--no-latency"]) == 0
+    assert command.main([str(runs["teacher"]), str(runs["sweep"].parent.parent), str(runs["root"] / "broken"),
+                          "--output", str(out), "--no-latency"]) == 0
     printed = capsys.readouterr()
     # order: teacher first, then depth desc, pruning (uniform before bottom), KD before none
     with open(out / "comparison.csv", newline="") as handle:
@@ -145,7 +147,7 @@ def test_compare_with_latency(runs, monkeypatch, capsys):
                         types.SimpleNamespace(load_bench_model=fake.load_bench_model,
                                               measure=fake.measure))
     # only the sweep is given: its teacher is found through the students' checkpoint path
-    assert compare.main([str(runs["sweep"]), "--repeats", "2"]) == 0
+    assert command.main([str(runs["sweep"]), "--repeats", "2"]) == 0
     assert len(fake.calls) == 1  # all models measured together (interleaved), once
     call = fake.calls[0]
     assert call["cases"] == [(1, 64), (32, 64)] and call["repeats"] == 2 and len(call["models"]) == 4
@@ -176,20 +178,32 @@ def test_teacher_from_student_record_and_dedupe(runs):
 
 def test_no_run_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert compare.main([str(tmp_path / "empty"), "--no-latency"]) == 2
+    assert command.main([str(tmp_path / "empty"), "--no-latency"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no run found") and "\n" not in err
-    assert compare.main([str(tmp_path / "missing")]) == 2
+    assert command.main([str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
     write_run(tmp_path / "only_failed", None)
-    assert compare.main([str(tmp_path / "only_failed"), "--no-latency"]) == 2
+    assert command.main([str(tmp_path / "only_failed"), "--no-latency"]) == 2
     err = capsys.readouterr().err
     assert "1 failed or incomplete" in err and "warning: failed or incomplete run" in err
 
 
+def test_failed_job_error_file(runs):
+    """A failed sweep job writes its one-line error to error.txt: that is the reason listed."""
+    job = runs["sweep"] / "6"
+    (job / ".hydra").mkdir(parents=True)
+    (job / "error.txt").write_text("error: student: teacher checkpoint not found\n")
+    result = compare.compare([runs["sweep"]], latency=False)
+    reason = next(f.reason for f in result["failed"] if f.path.name == "6")
+    assert reason.endswith("last error: student: teacher checkpoint not found")
+    failed_section = (runs["sweep"] / "comparison.md").read_text().split("## Failed or incomplete runs")[1]
+    assert "12-00-00/6" in failed_section and "teacher checkpoint not found" in failed_section
+
+
 def test_pareto_front():
     points = [(10.0, 90.0), (5.0, 85.0), (6.0, 80.0), (2.0, 60.0), (12.0, 89.0)]
-    assert compare.pareto_front(points) == [3, 1, 0]
+    assert pareto_front(points) == [3, 1, 0]
 
 
 def test_kd_gain_is_against_the_same_student_without_kd(runs):

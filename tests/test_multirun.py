@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from distill import compare
+from distill import compare as command
+from distill.report import compare
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["trainer=fast_dev_run", "data.limit_train=40", "data.limit_eval=20"]
@@ -70,7 +71,7 @@ def test_student_multirun_then_compare(tiny_teacher, student_sweep, capsys):
     sweep, root = student_sweep, tiny_teacher.parent
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["0_d1_uniform_kd-default", "1_d2_uniform_kd-default"]
-    assert compare.main([str(sweep), "--output", str(root / "report"), "--no-latency"]) == 0
+    assert command.main([str(sweep), "--output", str(root / "report"), "--no-latency"]) == 0
     printed = capsys.readouterr().out
     rows = compare.compare([sweep], root / "report2", latency=False)["rows"]
     # the teacher comes in through the students' checkpoint path; then depth 2, depth 1

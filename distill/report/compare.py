@@ -1,0 +1,104 @@
+"""The comparison of a teacher and its students: run folders in, comparison.md/.csv and plots out.
+
+:func:`compare` reads every run under the given folders (:mod:`distill.report.runs`), measures
+CPU latency for all models in one process, interleaved, after warm-up and on the same inputs
+(:mod:`distill.report.bench`), so the numbers are comparable with each other, and writes
+``comparison.md``, ``comparison.csv`` (:mod:`distill.report.table`), ``f1_vs_latency.png`` and
+``f1_vs_depth.png`` (:mod:`distill.report.plots`). :func:`run` is ``python -m distill.compare``
+(conf/compare.yaml): it checks the config, compares and prints the table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from distill.report.plots import plot_f1_vs_depth, plot_f1_vs_latency
+from distill.report.runs import (
+    METRICS,
+    CompareError,
+    add_kd_gains,
+    add_speedups,
+    add_teachers,
+    build_rows,
+    display_path,
+    load_runs,
+    measure_latency,
+    warn,
+)
+from distill.report.table import machine_note, markdown_table, write_csv, write_markdown
+
+
+def compare(paths: list[Path], output: Path | None = None, latency: bool = True,
+            repeats: int = 20, warmup: int = 3, runtime: str | None = None) -> dict:
+    """Build the comparison; returns {"rows", "failed", "files", "table"}."""
+    runs, failed = load_runs(paths)
+    for f in failed:
+        warn(f"failed or incomplete run: {display_path(f.path)}: {f.reason}")
+    if not runs:
+        where = ", ".join(str(p) for p in paths)
+        if failed:
+            raise CompareError(f"no completed run under {where} ({len(failed)} failed or incomplete)")
+        raise CompareError(f"no run found under {where} (no {METRICS} and no .hydra/ run folder)")
+    runs = add_teachers(runs)
+    rows = build_rows(runs)
+    notes = []
+    if latency:
+        notes += measure_latency(rows, repeats=repeats, warmup=warmup, runtime=runtime)
+    add_speedups(rows)
+    add_kd_gains(rows)
+    if output is None:
+        output = paths[0] if paths[0].is_dir() else paths[0].parent
+    output.mkdir(parents=True, exist_ok=True)
+    files = {"md": output / "comparison.md", "csv": output / "comparison.csv"}
+    plots = []
+    if plot_f1_vs_latency(rows, output / "f1_vs_latency.png"):
+        plots.append("f1_vs_latency.png")
+    if plot_f1_vs_depth(rows, output / "f1_vs_depth.png"):
+        plots.append("f1_vs_depth.png")
+    files.update({p: output / p for p in plots})
+    table = markdown_table(rows)
+    write_csv(rows, files["csv"])
+    write_markdown(rows, failed, files["md"], table, paths, notes, plots,
+                   {"warmup": warmup, "repeats": repeats, "machine": machine_note()} if latency else None)
+    return {"rows": rows, "failed": failed, "files": files, "table": table}
+
+
+def run(cfg: DictConfig) -> dict:
+    """``python -m distill.compare runs=[...]``: :func:`compare` with the config's settings, then
+    print the table, a line on failed runs (if any) and the files written."""
+    latency = cfg.get("latency")
+    if not isinstance(latency, bool):
+        raise CompareError(f"latency must be true or false, got {latency!r}")
+    result = compare(run_folders(cfg), Path(str(cfg.output)) if cfg.get("output") else None,
+                     latency=latency, repeats=_count(cfg, "repeats", 1),
+                     warmup=_count(cfg, "warmup", 0),
+                     runtime=str(cfg.runtime) if cfg.get("runtime") else None)
+    print(result["table"])
+    if result["failed"]:
+        print(f"\n{len(result['failed'])} failed or incomplete run(s): see "
+              f"{display_path(result['files']['md'])}")
+    print(f"\nwrote {', '.join(display_path(p) for p in result['files'].values())}")
+    return result
+
+
+def run_folders(cfg: DictConfig) -> list[Path]:
+    """``cfg.runs`` (a list of folders, or one) as paths; an error when none is given."""
+    runs = None if OmegaConf.is_missing(cfg, "runs") else cfg.runs
+    if isinstance(runs, (ListConfig, list, tuple)):
+        folders = [str(r) for r in runs]
+    else:
+        folders = [str(runs)] if runs not in (None, "") else []
+    if not folders:
+        raise CompareError("no run folder given: python -m distill.compare <run dir> [<run dir> ...] "
+                           "or runs=[<run dir>,...]")
+    return [Path(f) for f in folders]
+
+
+def _count(cfg: DictConfig, key: str, least: int) -> int:
+    """``cfg[key]``, an integer of at least ``least``, or an error."""
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise CompareError(f"{key} must be an integer >= {least}, got {value!r}")
+    return value

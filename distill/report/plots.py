@@ -1,0 +1,120 @@
+"""The comparison's plots (matplotlib, written as PNG): F1 vs CPU latency with its Pareto front,
+and F1 vs student depth by pruning strategy."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from distill.report.runs import LATENCY_TOKENS, PRUNING_ORDER, STUDENT, TEACHER
+
+
+def plot_split(rows: list[dict]) -> str:
+    """The split the plots use: test if every row has a test F1, else dev."""
+    return "test" if rows and all(r["test_f1"] is not None for r in rows) else "dev"
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats (lower latency and higher F1), by latency."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def plot_f1_vs_latency(rows: list[dict], path: Path) -> bool:
+    """F1 vs p50 latency, one marker per model and the Pareto front; False when no row has both."""
+    split = plot_split(rows)
+    rows = [r for r in rows if r["p50_ms"] is not None and r[f"{split}_f1"] is not None]
+    if not rows:
+        return False
+    plt = _pyplot()
+    points = [(r["p50_ms"], 100 * r[f"{split}_f1"]) for r in rows]
+    front = pareto_front(points)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for role, kd, marker, color, label in ((TEACHER, None, "*", "black", "teacher"),
+                                           (STUDENT, "KD", "o", "tab:blue", "student (KD)"),
+                                           (STUDENT, "none", "s", "tab:orange", "student (no KD)")):
+        sel = [i for i, r in enumerate(rows) if r["role"] == role and (kd is None or r["kd"] == kd)]
+        if sel:
+            ax.scatter([points[i][0] for i in sel], [points[i][1] for i in sel], marker=marker,
+                       s=160 if marker == "*" else 50, color=color, label=label, zorder=3)
+    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:red",
+            linewidth=1.5, marker="o", markersize=12, markerfacecolor="none", zorder=2,
+            label="Pareto front")
+    for (x, y), row in zip(points, rows):
+        # a KD student and its no-KD twin sit at the same latency: label one above, one below
+        below = row["role"] == STUDENT and row["kd"] != "KD"
+        ax.annotate(row["name"], (x, y), textcoords="offset points", xytext=(5, -9 if below else 4),
+                    fontsize=7)
+    ax.margins(x=0.15, y=0.08)
+    return _save(plt, fig, ax, path, f"CPU latency p50, batch 1 × {LATENCY_TOKENS} tokens (ms)",
+                 f"{split} F1 (%)", f"{split} F1 vs CPU latency")
+
+
+def plot_f1_vs_depth(rows: list[dict], path: Path) -> bool:
+    """Student F1 vs depth, a line per pruning strategy and KD or not, teachers as horizontal
+    lines; False when there is nothing to plot."""
+    split = plot_split(rows)
+    students = [r for r in rows if r["role"] == STUDENT and r[f"{split}_f1"] is not None
+                and r["depth"] is not None]
+    teachers = [r for r in rows if r["role"] == TEACHER and r[f"{split}_f1"] is not None]
+    if not students and not teachers:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    prunings = sorted({r["pruning"] or "" for r in students},
+                      key=lambda p: (PRUNING_ORDER.index(p) if p in PRUNING_ORDER else 99, p))
+    colors = plt.get_cmap("tab10")
+    for k, pruning in enumerate(prunings):
+        for kd, style, marker in (("KD", "-", "o"), ("none", "--", "s")):
+            sel = sorted((r for r in students if (r["pruning"] or "") == pruning and r["kd"] == kd),
+                         key=lambda r: r["depth"])
+            if not sel:
+                continue
+            # every run is a point; the line joins the best run of each depth (sweeps with
+            # several KD settings per depth, e.g. Optuna trials, give several points)
+            best: dict[int, float] = {}
+            for r in sel:
+                best[r["depth"]] = max(best.get(r["depth"], -1.0), 100 * r[f"{split}_f1"])
+            color = colors(k % 10)
+            ax.plot(list(best), list(best.values()), linestyle=style, marker=marker, color=color,
+                    label=f"{pruning or '?'}, {'KD' if kd == 'KD' else 'no KD'}")
+            if len(best) < len(sel):
+                ax.scatter([r["depth"] for r in sel], [100 * r[f"{split}_f1"] for r in sel],
+                           marker=marker, color=color, alpha=0.4, s=18)
+    for k, teacher in enumerate(teachers):
+        ax.axhline(100 * teacher[f"{split}_f1"], color="black", linestyle=(":", "-.")[k % 2],
+                   linewidth=1.2, label=teacher["name"] if len(teachers) == 1 else
+                   f"{teacher['name']} ({Path(teacher['run']).name})")
+    depths = sorted({r["depth"] for r in students})
+    if depths:
+        ax.set_xticks(depths)
+    return _save(plt, fig, ax, path, "student depth (layers)", f"{split} F1 (%)",
+                 f"{split} F1 vs depth, by pruning strategy")
+
+
+def _pyplot():
+    """matplotlib.pyplot, drawing off screen (Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> bool:
+    """Label, grid and legend ``ax``, write ``fig`` to ``path`` (PNG, 120 dpi) and close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

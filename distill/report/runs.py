@@ -1,0 +1,471 @@
+"""Run folders of a comparison and one row per model: discovery, reading, names, retention,
+KD gain, latency and speed-up.
+
+Every ``metrics.json`` under the given folders is read (single runs and Hydra multirun sweeps,
+nested folders included); a run folder without a usable one (failed, interrupted or still running)
+becomes a :class:`Failed`, never skipped silently. Each student's teacher
+(``metrics["teacher"]["checkpoint"]``) becomes a teacher run even when its own folder was not given
+(deduplicated by checkpoint path). :func:`build_rows` gives the rows (columns :data:`COLUMNS`), in
+table order; :func:`measure_latency` times them all in one process, interleaved
+(:mod:`distill.report.bench`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distill.errors import DistillError
+
+METRICS = "metrics.json"
+ERROR_FILE = "error.txt"  # a failed job's one-line error
+BEST = "best.ckpt"
+TEACHER, STUDENT = "teacher", "student"
+PRUNING_ORDER = ("uniform", "bottom", "top", "explicit")
+LATENCY_TOKENS = 64
+THROUGHPUT_BATCH = 32
+
+COLUMNS = [  # comparison.csv, in order
+    "name", "run", "role", "data", "extra_train", "unlabeled", "depth", "layers", "pruning", "init", "kd", "kd_alpha",
+    "kd_temperature", "kd_loss", "kd_beta", "params", "dev_f1", "test_f1", "dev_exact_match",
+    "test_exact_match", "retention_pct", "retention_split", "kd_gain", "kd_gain_split", "p50_ms", "p95_ms",
+    "throughput_per_s", "speedup", "runtime", "checkpoint", "teacher_checkpoint", "note",
+]
+
+
+class CompareError(DistillError):
+    """Nothing to compare, or an argument that names no run."""
+
+
+@dataclass
+class Run:
+    metrics: dict
+    run_dir: Path | None
+    source: str = "run"                     # run | beside checkpoint | from student
+    row: dict = field(default_factory=dict)
+
+    @property
+    def role(self) -> str:
+        return STUDENT if isinstance(self.metrics.get("teacher"), dict) else TEACHER
+
+    @property
+    def checkpoint(self) -> str | None:
+        """This model's checkpoint (resolved path), or None if the run recorded none."""
+        ckpt = self.metrics.get("checkpoint")
+        if not ckpt and self.run_dir is not None and (self.run_dir / BEST).is_file():
+            ckpt = self.run_dir / BEST
+        return ckpt_key(ckpt) if ckpt else None
+
+    @property
+    def training_extras(self) -> tuple[str | None, str | None]:
+        """(extra gold-labelled training files, KD-only text file) the run trained on besides
+        the dataset's train split; runs written before metrics.json recorded them are read from
+        their Hydra config."""
+        data = self.metrics.get("data") or {}
+        if "extra_train" not in data and self.run_dir is not None:
+            hydra_cfg = self.run_dir / ".hydra" / "config.yaml"
+            if hydra_cfg.is_file():
+                from omegaconf import OmegaConf
+                data = OmegaConf.to_container(OmegaConf.load(hydra_cfg).get("data") or {})
+        extra = data.get("extra_train") or []
+        extra = [extra] if isinstance(extra, str) else extra
+        return ";".join(map(str, extra)) or None, data.get("unlabeled") or None
+
+    @property
+    def teacher_checkpoint(self) -> str | None:
+        if self.role != STUDENT:
+            return None
+        ckpt = self.metrics["teacher"].get("checkpoint")
+        return ckpt_key(ckpt) if ckpt else None
+
+
+@dataclass
+class Failed:
+    path: Path
+    reason: str
+
+
+def ckpt_key(path) -> str:
+    """A checkpoint's identity: its resolved path (a run folder means its best.ckpt)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / BEST
+    return str(p.resolve())
+
+
+# ----------------------------------------------------------------------------- discovery
+
+def is_run_dir(path: Path) -> bool:
+    return (path / METRICS).is_file() or (path / ".hydra").is_dir()
+
+
+def find_run_dirs(paths: list[Path]) -> list[Path]:
+    """Every run folder (one with metrics.json or .hydra/) at or under ``paths``, in order."""
+    found: dict[str, Path] = {}
+    for root in paths:
+        if root.is_file():
+            if root.name != METRICS:
+                raise CompareError(f"{root}: not a run folder or a {METRICS}")
+            root = root.parent
+        if not root.is_dir():
+            raise CompareError(f"{root}: no such folder")
+        for current, dirnames, _ in os.walk(root):
+            here = Path(current)
+            run = is_run_dir(here)
+            if run:
+                found.setdefault(str(here.resolve()), here)
+            # hidden folders (.hydra, .cache) and a run's own logs hold no runs
+            dirnames[:] = sorted(d for d in dirnames
+                                 if not d.startswith(".") and not (run and d == "logs"))
+    return list(found.values())
+
+
+def read_metrics(path: Path) -> tuple[dict | None, str | None]:
+    """(metrics, None) or (None, why it is unusable)."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        return None, f"unreadable {METRICS} ({type(err).__name__}: {err})"
+    except json.JSONDecodeError as err:
+        return None, f"invalid {METRICS} (not JSON: {err.msg} at line {err.lineno})"
+    if not isinstance(metrics, dict):
+        return None, f"invalid {METRICS} (not a JSON object)"
+    dev = metrics.get("dev")
+    if not isinstance(dev, dict) or not is_number(dev.get("f1")):
+        return None, f"invalid {METRICS} (no dev F1)"
+    if not isinstance(metrics.get("model"), dict):
+        return None, f"invalid {METRICS} (no model summary)"
+    return metrics, None
+
+
+def last_error(run_dir: Path) -> str | None:
+    """Why the run failed: the line of its ``error.txt`` (written by a failing job) when it has
+    one, else the last ERROR line of its Hydra job log(s), if any."""
+    message = _error_file_line(run_dir / ERROR_FILE)
+    if message:
+        return message
+    for log in sorted(run_dir.glob("*.log")):
+        try:
+            with open(log, "rb") as handle:
+                handle.seek(max(0, log.stat().st_size - 65536))
+                text = handle.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            match = re.search(r"\[ERROR\] - (.*)", line)
+            if match:
+                message = match.group(1).strip()
+    return message
+
+
+def _error_file_line(path: Path) -> str | None:
+    """The last non-empty line of ``path`` (without a leading ``error:``), or None."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None
+    return re.sub(r"^error:\s*", "", lines[-1]) or None
+
+
+def load_runs(paths: list[Path]) -> tuple[list[Run], list[Failed]]:
+    runs, failed = [], []
+    for run_dir in find_run_dirs(paths):
+        file = run_dir / METRICS
+        if not file.is_file():
+            reason = f"no {METRICS} (failed, interrupted or still running)"
+            error = last_error(run_dir)
+            failed.append(Failed(run_dir, f"{reason}; last error: {error}" if error else reason))
+            continue
+        metrics, reason = read_metrics(file)
+        if metrics is None:
+            failed.append(Failed(run_dir, reason))
+        else:
+            runs.append(Run(metrics, run_dir))
+    return runs, failed
+
+
+def add_teachers(runs: list[Run]) -> list[Run]:
+    """``runs`` plus one teacher run per distinct student teacher not given (deduplicated by
+    checkpoint): read from the metrics.json beside the checkpoint, else from the student's record."""
+    teachers = {r.checkpoint: r for r in runs if r.role == TEACHER and r.checkpoint}
+    out = list(runs)
+    for student in (r for r in runs if r.role == STUDENT):
+        key = student.teacher_checkpoint
+        if key is None or key in teachers:
+            continue
+        beside = Path(key).parent / METRICS
+        metrics = read_metrics(beside)[0] if beside.is_file() else None
+        if metrics is not None and not isinstance(metrics.get("teacher"), dict):
+            teacher = Run(metrics, beside.parent, source="beside checkpoint")
+        else:
+            block = student.metrics["teacher"]
+            teacher = Run({"model": block.get("model") or {}, "dev": block.get("dev"),
+                           **({"test": block["test"]} if block.get("test") else {}),
+                           "data": student.metrics.get("data") or {}, "checkpoint": key},
+                          Path(key).parent if Path(key).parent.is_dir() else None,
+                          source="from student")
+        teacher.metrics["checkpoint"] = key  # dedupe on the key the students use
+        teachers[key] = teacher
+        out.append(teacher)
+    return out
+
+
+# ----------------------------------------------------------------------------- rows
+
+def is_number(value) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _f1(metrics: dict, split: str) -> float | None:
+    block = metrics.get(split)
+    value = block.get("f1") if isinstance(block, dict) else None
+    return float(value) if is_number(value) else None
+
+
+def _get(metrics: dict, split: str, key: str) -> float | None:
+    block = metrics.get(split)
+    value = block.get(key) if isinstance(block, dict) else None
+    return float(value) if is_number(value) else None
+
+
+def kd_used(kd: dict) -> bool:
+    return bool((kd.get("alpha") or 0) > 0 or (kd.get("beta") or 0) > 0)
+
+
+def display_path(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return str(Path(os.path.abspath(path)).relative_to(Path.cwd()))
+    except ValueError:
+        return str(Path(os.path.abspath(path)))
+
+
+def retention(student: Run, teacher: Run | None) -> tuple[float | None, str | None]:
+    """Student F1 / its teacher's F1 (%), on test when both have it, else dev. The teacher's F1
+    is the one measured in the student's own run (same evaluation data) when recorded."""
+    block = student.metrics.get("teacher") or {}
+    for split in ("test", "dev"):
+        s = _f1(student.metrics, split)
+        t = _f1(block, split)
+        if t is None and teacher is not None:
+            t = _f1(teacher.metrics, split)
+        if s is not None and t:
+            return 100.0 * s / t, split
+    return None, None
+
+
+def build_rows(runs: list[Run]) -> list[dict]:
+    teachers = {r.checkpoint: r for r in runs if r.role == TEACHER and r.checkpoint}
+    for run in runs:
+        m = run.metrics
+        model = m.get("model") or {}
+        row = {c: None for c in COLUMNS}
+        where = run.run_dir or (Path(m["checkpoint"]).parent if m.get("checkpoint") else None)
+        extra_train, unlabeled = run.training_extras
+        row.update(role=run.role, run=display_path(where),
+                   data=(m.get("data") or {}).get("name"), params=model.get("params"),
+                   extra_train=extra_train, unlabeled=unlabeled,
+                   dev_f1=_f1(m, "dev"), test_f1=_f1(m, "test"),
+                   dev_exact_match=_get(m, "dev", "exact_match"),
+                   test_exact_match=_get(m, "test", "exact_match"),
+                   checkpoint=run.checkpoint, note=None)
+        if run.role == TEACHER:
+            row.update(depth=model.get("layers"), layers="all", pruning="", init="", kd="",
+                       retention_pct=100.0, retention_split="test" if row["test_f1"] is not None else "dev")
+            if run.source != "run":
+                row["note"] = f"teacher {run.source}"
+        else:
+            s, kd = m.get("student") or {}, m.get("kd") or {}
+            layers = s.get("layers")
+            row.update(depth=s.get("depth", model.get("layers")),
+                       layers=",".join(str(i) for i in layers) if isinstance(layers, list) else layers,
+                       pruning=s.get("pruning"), init=s.get("init"),
+                       kd="KD" if kd_used(kd) else "none", kd_alpha=kd.get("alpha"),
+                       kd_temperature=kd.get("temperature"), kd_loss=kd.get("loss"),
+                       kd_beta=kd.get("beta"), teacher_checkpoint=run.teacher_checkpoint)
+            row["retention_pct"], row["retention_split"] = retention(
+                run, teachers.get(run.teacher_checkpoint))
+        run.row = row
+    name_rows([r.row for r in runs])
+    return [r.row for r in sort_runs(runs)]
+
+
+def name_rows(rows: list[dict]) -> None:
+    """Short, unique labels for the table and the plots."""
+    for row in rows:
+        if row["role"] == TEACHER:
+            row["name"] = f"teacher {row['depth']}L" if row["depth"] is not None else "teacher"
+        else:
+            name = f"{row['depth']}L {row['pruning']} {'KD' if row['kd'] == 'KD' else 'no-KD'}"
+            if row["init"] not in (None, "teacher"):
+                name += f" init={row['init']}"
+            row["name"] = name
+        for key, what in (("extra_train", "gold"), ("unlabeled", "KD text")):
+            if row[key]:
+                row["name"] += "".join(f" +{Path(f).stem} ({what})" for f in row[key].split(";"))
+    for refine in (_kd_suffix, _run_suffix):
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["name"]] = counts.get(row["name"], 0) + 1
+        for row in rows:
+            if counts[row["name"]] > 1:
+                row["name"] += refine(row)
+
+
+def _kd_suffix(row: dict) -> str:
+    if row["role"] == TEACHER or row["kd"] != "KD":
+        return ""
+    return f" α={fmt_num(row['kd_alpha'])} T={fmt_num(row['kd_temperature'])}"
+
+
+def _run_suffix(row: dict) -> str:
+    return f" ({Path(row['run']).name or row['run']})" if row["run"] else ""
+
+
+def sort_runs(runs: list[Run]) -> list[Run]:
+    """Each teacher first, then its students by depth (desc), pruning, KD before no KD."""
+    order = {}
+    for run in runs:  # teachers in order of appearance (given, then found through students)
+        key = run.checkpoint if run.role == TEACHER else run.teacher_checkpoint
+        order.setdefault(key, len(order))
+    # teachers before any student group so a lone teacher is not placed after students
+    teachers_first = sorted(order, key=lambda k: (not any(
+        r.role == TEACHER and r.checkpoint == k for r in runs), order[k]))
+    group = {k: i for i, k in enumerate(teachers_first)}
+
+    def key(run: Run):
+        row = run.row
+        owner = run.checkpoint if run.role == TEACHER else run.teacher_checkpoint
+        pruning = row["pruning"] or ""
+        return (group[owner], run.role != TEACHER, -(row["depth"] or 0),
+                PRUNING_ORDER.index(pruning) if pruning in PRUNING_ORDER else len(PRUNING_ORDER),
+                pruning, row["kd"] != "KD", -(row["kd_alpha"] or 0), row["kd_temperature"] or 0,
+                str(row["kd_loss"] or ""), str(row["init"] or ""), row["run"] or "")
+
+    return sorted(runs, key=key)
+
+
+# ----------------------------------------------------------------------------- latency
+
+def measure_latency(rows: list[dict], repeats: int, warmup: int, runtime: str | None,
+                    tokens: int = LATENCY_TOKENS, batch: int = THROUGHPUT_BATCH) -> list[str]:
+    """Fill p50/p95/throughput/runtime of ``rows`` in place (and speed-up). Returns notes."""
+    notes = []
+    try:
+        from distill.report.bench import load_bench_model, measure
+    except ImportError as err:
+        warn(f"latency not measured: distill.bench is unavailable ({err})")
+        return [f"Latency not measured: distill.bench is unavailable ({err})."]
+    from tqdm import tqdm
+
+    todo = [r for r in rows if r["checkpoint"]]
+    for row in rows:
+        if not row["checkpoint"]:
+            row["note"] = _join(row["note"], "no checkpoint recorded: latency not measured")
+    models, measured = [], []
+    for row in tqdm(todo, desc="loading models", unit="model", file=sys.stderr, leave=False):
+        if not Path(row["checkpoint"]).is_file():
+            row["note"] = _join(row["note"], "checkpoint missing: latency not measured")
+            warn(f"{row['checkpoint']}: checkpoint missing, latency not measured ({row['name']})")
+            continue
+        try:
+            models.append(load_bench_model(row["checkpoint"], runtime))
+            measured.append(row)
+        except Exception as err:  # noqa: BLE001 - one bad checkpoint must not sink the table
+            message = " ".join(str(err).split())[:200]
+            row["note"] = _join(row["note"], f"latency not measured: {message}")
+            warn(f"{row['checkpoint']}: cannot load for latency ({message})")
+    if not models:
+        return notes
+    cases = [(1, tokens), (batch, tokens)]
+    results = measure(models, cases, warmup=warmup, repeats=repeats, progress=True)
+    for (b, t), per_model in zip(cases, _by_case(results, models, cases)):
+        for row, result in zip(measured, per_model):
+            if result is None:
+                continue
+            row["runtime"] = result.get("runtime")
+            if (b, t) == (1, tokens):
+                row["p50_ms"], row["p95_ms"] = result.get("p50_ms"), result.get("p95_ms")
+            else:
+                row["throughput_per_s"] = result.get("per_second")
+    return notes
+
+
+def _by_case(results: list[dict], models: list, cases: list[tuple[int, int]]) -> list[list]:
+    """For each case, the result row of each model (in ``models`` order). Rows are matched by
+    model name when the names are unique, else by order within the case."""
+    names = [str(getattr(m, "name", "")) for m in models]
+    unique = all(names) and len(set(names)) == len(names)
+    out = []
+    for b, t in cases:
+        case_rows = [r for r in results if (r.get("batch"), r.get("tokens")) == (b, t)]
+        if unique and {str(r.get("model")) for r in case_rows} == set(names):
+            by_name = {str(r.get("model")): r for r in case_rows}
+            out.append([by_name[n] for n in names])
+        else:
+            out.append(case_rows[: len(models)] + [None] * (len(models) - len(case_rows)))
+    return out
+
+
+def add_kd_gains(rows: list[dict]) -> None:
+    """``kd_gain``: a KD student's F1 minus that of the same student trained without KD (same
+    teacher, gold training data, kept layers and init; the mean when there are several), in F1
+    points, on test when both have it, else dev. What the distillation term itself bought (with
+    its KD-only text, if any: a student without KD cannot use unlabeled text)."""
+    def same_student(row: dict) -> tuple:
+        return (row["teacher_checkpoint"], row["data"], row["extra_train"], row["layers"], row["init"])
+
+    baselines: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["role"] == STUDENT and row["kd"] == "none":
+            baselines.setdefault(same_student(row), []).append(row)
+    for row in rows:
+        base = baselines.get(same_student(row)) if row["role"] == STUDENT and row["kd"] == "KD" else None
+        if not base:
+            continue
+        for split in ("test", "dev"):
+            ours, theirs = row[f"{split}_f1"], [b[f"{split}_f1"] for b in base]
+            if ours is not None and all(t is not None for t in theirs):
+                row["kd_gain"] = 100.0 * (ours - sum(theirs) / len(theirs))
+                row["kd_gain_split"] = split
+                break
+
+
+def add_speedups(rows: list[dict]) -> None:
+    p50 = {r["checkpoint"]: r["p50_ms"] for r in rows if r["role"] == TEACHER}
+    for row in rows:
+        if row["role"] == TEACHER:
+            row["speedup"] = 1.0 if row["p50_ms"] else None
+        else:
+            t = p50.get(row["teacher_checkpoint"])
+            row["speedup"] = t / row["p50_ms"] if t and row["p50_ms"] else None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def fmt_num(value, digits: int = 3) -> str:
+    """A number for the table and the row names (3 significant digits for a float)."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _join(a: str | None, b: str) -> str:
+    return f"{a}; {b}" if a else b
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+

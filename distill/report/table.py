@@ -1,0 +1,132 @@
+"""The comparison as text: the Markdown table, comparison.csv, comparison.md and its machine note."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from distill.report.runs import (
+    COLUMNS,
+    LATENCY_TOKENS,
+    STUDENT,
+    TEACHER,
+    THROUGHPUT_BATCH,
+    Failed,
+    display_path,
+    fmt_num,
+    is_number,
+)
+
+
+def _pct(value) -> str:
+    return "" if value is None else f"{100 * value:.2f}"
+
+
+def _params(value) -> str:
+    if not is_number(value):
+        return ""
+    return f"{value / 1e6:.1f}M" if value >= 1e5 else f"{value / 1e3:.1f}k"
+
+
+def kd_text(row: dict) -> str:
+    if row["role"] == TEACHER:
+        return "—"
+    if row["kd"] != "KD":
+        return "none"
+    text = f"α={fmt_num(row['kd_alpha'])} T={fmt_num(row['kd_temperature'])} {row['kd_loss'] or ''}".strip()
+    if row["kd_beta"]:
+        text += f" β={fmt_num(row['kd_beta'])}"
+    return text
+
+
+def exact_match(row: dict) -> float | None:
+    return row["test_exact_match"] if row["test_exact_match"] is not None else row["dev_exact_match"]
+
+
+MD_HEADER = ["model", "run", "role", "depth", "layers", "pruning", "init", "KD (α, T, loss)",
+             "params", "dev F1", "test F1", "EM", "F1 retention %", "KD gain", "p50 ms (1×64)",
+             "seq/s (32×64)", "speed-up"]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(MD_HEADER) + " |",
+             "|" + "|".join("---" if i < 8 else "---:" for i in range(len(MD_HEADER))) + "|"]
+    for r in rows:
+        cells = [
+            r["name"], f"`{r['run']}`" if r["run"] else "", r["role"], fmt_num(r["depth"]),
+            r["layers"] or "", r["pruning"] or "", r["init"] or "", kd_text(r), _params(r["params"]),
+            _pct(r["dev_f1"]), _pct(r["test_f1"]), _pct(exact_match(r)),
+            "" if r["retention_pct"] is None else
+            f"{r['retention_pct']:.1f}" + (" (dev)" if r["retention_split"] == "dev" and r["role"] == STUDENT else ""),
+            "" if r["kd_gain"] is None else
+            f"{r['kd_gain']:+.2f}" + (" (dev)" if r["kd_gain_split"] == "dev" else ""),
+            "" if r["p50_ms"] is None else f"{r['p50_ms']:.2f}",
+            "" if r["throughput_per_s"] is None else f"{r['throughput_per_s']:.1f}",
+            "" if r["speedup"] is None else f"{r['speedup']:.2f}×",
+        ]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else
+                             round(row[k], 6) if isinstance(row[k], float) else row[k]
+                             for k in COLUMNS})
+
+
+def write_markdown(rows: list[dict], failed: list[Failed], path: Path, table: str,
+                   inputs: list[Path], notes: list[str], plots: list[str],
+                   latency: dict | None) -> None:
+    n_teachers = sum(r["role"] == TEACHER for r in rows)
+    datasets = sorted({r["data"] for r in rows if r["data"]})
+    parts = ["# Teacher / student comparison", "",
+             f"{len(rows)} models ({n_teachers} teacher{'s' * (n_teachers != 1)}, "
+             f"{len(rows) - n_teachers} students)"
+             + (f" on {', '.join(datasets)}" if datasets else "")
+             + f", from {', '.join(f'`{display_path(p)}`' for p in inputs)}.", "", table, "",
+             "- F1, exact-match (EM) in %; EM is on the test split when the run has one, else dev.",
+             "- F1 retention: student F1 / its teacher's F1 on the same split (test when both have"
+             " one, else dev, marked), the teacher as evaluated in the student's own run.",
+             "- KD gain: a KD student's F1 minus the same student's (same teacher, layers and init)"
+             " trained without KD, in F1 points (test, else dev, marked): what distillation added.",
+             ]
+    if latency:
+        parts.append(
+            f"- Latency: CPU, measured by `distill.compare` for all models in one process,"
+            f" interleaved, after {latency['warmup']} warm-up runs, {latency['repeats']} repeats, on"
+            f" the same inputs: p50 at batch 1 × {LATENCY_TOKENS} tokens; throughput in sequences/s"
+            f" at batch {THROUGHPUT_BATCH} × {LATENCY_TOKENS} tokens; speed-up = teacher p50 /"
+            f" student p50. {latency['machine']}")
+    else:
+        parts.append("- Latency not measured (`--no-latency`).")
+    parts += [f"- {n}" for n in notes]
+    notes_rows = [r for r in rows if r["note"]]
+    parts += [f"- {r['name']}: {r['note']}" for r in notes_rows]
+    parts.append("")
+    for plot in plots:
+        parts += [f"![{plot}]({plot})", ""]
+    parts += ["## Failed or incomplete runs", ""]
+    if failed:
+        parts += ["| run | reason |", "|---|---|"]
+        parts += [f"| `{display_path(f.path)}` | {f.reason.replace('|', chr(92) + '|')} |"
+                  for f in failed]
+    else:
+        parts.append("None.")
+    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+
+
+def machine_note() -> str:
+    import platform
+
+    try:
+        import torch
+
+        threads = f", torch {torch.__version__} with {torch.get_num_threads()} threads"
+    except ImportError:  # pragma: no cover
+        threads = ""
+    return f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs{threads}."
