@@ -78,3 +78,21 @@ def test_softmax_kl_gradients_finite():
     loss.backward()
     assert loss.item() > 0 and torch.isfinite(student.grad).all()
     assert (student.grad[~valid.expand_as(student)] == 0).all()
+
+
+def test_mlce_runs_in_float32_under_bf16():
+    """Under bf16-mixed the span logits arrive in bf16; the logsumexp over ~10^4 spans must not run
+    in bf16 (8 bits of mantissa): the loss of bf16 logits equals the float32 loss of the same
+    (bf16-rounded) values, and comes back in float32."""
+    g = torch.Generator().manual_seed(0)
+    b, c, n = 2, 4, 128  # 4 x 8256 valid spans per sentence
+    content = torch.ones(b, n, dtype=torch.bool)
+    content[:, 0] = content[:, -1] = False
+    valid = span_mask(content)
+    logits = (torch.randn(b, c, n, n, generator=g) * 4 - 6).masked_fill(~valid, float("-inf"))
+    targets = (torch.rand(b, c, n, n, generator=g) > 0.999) & valid
+    low = logits.to(torch.bfloat16)
+    loss = multilabel_categorical_crossentropy(low, targets, valid)
+    reference = multilabel_categorical_crossentropy(low.float(), targets, valid)
+    assert loss.dtype == torch.float32
+    assert torch.allclose(loss, reference, rtol=1e-6, atol=1e-6)

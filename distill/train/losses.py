@@ -30,8 +30,10 @@ def multilabel_categorical_crossentropy(
 
     per (sentence, type) over its valid spans, averaged over sentences and types.
     ``targets`` is a bool (B, C, n, n) tensor of gold spans; ``weights`` (B,) optionally weights
-    (or, with zeros, excludes) sentences.
+    (or, with zeros, excludes) sentences. Computed in float32 whatever the logits' dtype (under
+    bf16-mixed a logsumexp over ~10^4 spans in bf16 loses the loss's low digits).
     """
+    logits = logits.float()
     targets = targets.bool() & valid
     negatives = torch.where(valid & ~targets, logits, NEG_INF)
     positives = torch.where(targets, -logits, NEG_INF)
@@ -98,6 +100,16 @@ def _mean_over_valid_spans(values: torch.Tensor, valid: torch.Tensor, weights) -
 
 
 KD_LOSSES = {"softmax": kd_softmax_kl, "bce": kd_sigmoid_kl, "mse": kd_mse}
+
+
+def loss_name(fn) -> str:
+    """The short name of a KD loss (``softmax``, ``bce``, ``mse``; a Hydra partial of one of them
+    too), else its qualified name: what metrics.json and the comparison table show."""
+    base = getattr(fn, "func", fn)  # functools.partial
+    for name, known in KD_LOSSES.items():
+        if base is known:
+            return name
+    return f"{getattr(base, '__module__', '')}.{getattr(base, '__qualname__', repr(base))}".lstrip(".")
 
 
 def hidden_state_mse(student_states, teacher_states, attention_mask, projections=None):
