@@ -167,6 +167,9 @@ STUDENT_CASES = [
     ("layers-not-increasing", "{teacher}", ["student.layers=[1,0]"],
      "student.layers=[1, 0]: must be strictly increasing"),
     ("bad-init", "{teacher}", ["student.init=magic"], "student.init='magic': expected one of"),
+    ("max-length-above-positions", "{teacher}", ["data.max_length=600"],
+     "data.max_length=600 is more than the encoder of teacher={teacher} takes: 512 tokens "
+     "(max_position_embeddings=512)"),
 ]
 
 
@@ -186,6 +189,31 @@ def test_student_rejects(tiny_teacher_ckpt, corrupted, foreign, tmp_path, teache
         args.append("student.depth=1")
     result = call("distill.student", *args, *QUIET, f"hydra.run.dir={run_dir}", check=False)
     assert_clean_failure(result, "error: " + expected.format(**fill), run_dir)
+
+
+def test_teacher_rejects_max_length_above_the_encoders_positions(tiny_bert, tmp_path):
+    run_dir = tmp_path / "run"
+    result = call("distill.teacher", f"model.name_or_path={tiny_bert}", "trainer=fast_dev_run",
+                  "data.limit_train=8", "data.limit_eval=4", "data.max_length=600", *QUIET,
+                  f"hydra.run.dir={run_dir}", check=False)
+    assert_clean_failure(result, f"error: data.max_length=600 is more than the encoder of "
+                         f"model.name_or_path={tiny_bert} takes: 512 tokens "
+                         "(max_position_embeddings=512)", run_dir)
+
+
+def test_roberta_style_encoders_reserve_padding_positions():
+    from transformers import BertConfig, XLMRobertaConfig
+
+    from distill.errors import ConfigError
+    from distill.model.encoders import check_max_length
+
+    xlmr = XLMRobertaConfig(max_position_embeddings=514, pad_token_id=1)
+    check_max_length(512, xlmr, "xlmr")
+    check_max_length(512, BertConfig(max_position_embeddings=512), "bert")
+    with pytest.raises(ConfigError, match=r"^data.max_length=513 is more than the encoder of xlmr "
+                                          r"takes: 512 tokens \(max_position_embeddings=514, 2 of "
+                                          r"them reserved"):
+        check_max_length(513, xlmr, "xlmr")
 
 
 def test_predict_rejects_an_empty_line(tiny_teacher_ckpt, tmp_path):

@@ -99,6 +99,8 @@ def test_clis_refuse_a_pickled_payload(evil, tiny_bert, tmp_path, module, overri
 def test_metadata_is_plain_json_and_yaml(teacher):
     run_dir, _ = teacher
     ckpt = safe_load(run_dir / "best.ckpt")
+    files = ckpt["distill"].pop("tokenizer")  # the tokenizer's files, as bytes
+    assert files and all(isinstance(v, bytes) for v in files.values())
     for key in ("distill", "hyper_parameters"):
         assert json.loads(json.dumps(ckpt[key])) == ckpt[key]  # no objects, only JSON values
     assert ckpt["distill"]["format"] == "distill-checkpoint/1"

@@ -198,7 +198,7 @@ def export(ckpt: str | None = None, output: str | None = None, format: str = "on
     source = str(loaded.path)
     failed = output.with_name(f"{output.name}.parity-failed.json")
     try:
-        with staged_folder(output, META_FILE) as tmp:
+        with staged_folder(output, META_FILE, "export folder") as tmp:
             names = write_tokenizer(loaded.tokenizer, tmp)
             extra = {"source": source}
             if shape:

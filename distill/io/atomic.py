@@ -59,18 +59,19 @@ def write_json_atomic(path: str | os.PathLike, payload) -> None:
 class staged_folder:
     """``with staged_folder(out) as tmp:`` -- build a folder beside its destination ``out``; on
     success it replaces ``out`` (whose old contents go), on error it is removed. ``out`` may be
-    missing, empty or a folder holding ``marker`` (a previous output); anything else is refused."""
+    missing, empty or a folder holding ``marker`` (a previous output, a ``kind`` of folder);
+    anything else is refused."""
 
-    def __init__(self, output: Path, marker: str):
-        self.output, self.marker = Path(output), marker
+    def __init__(self, output: Path, marker: str, kind: str = "output folder"):
+        self.output, self.marker, self.kind = Path(output), marker, kind
 
     def __enter__(self) -> Path:
         out = self.output
         if out.exists() and not out.is_dir():
             raise ConfigError(f"output={out}: exists and is not a folder")
         if out.is_dir() and any(out.iterdir()) and not (out / self.marker).is_file():
-            raise ConfigError(f"output={out}: exists, is not empty and is not an output of this kind "
-                              f"(no {self.marker}; refusing to overwrite it); choose another output")
+            raise ConfigError(f"output={out}: exists, is not empty and is not an {self.kind} (no "
+                              f"{self.marker}; refusing to overwrite it); choose another output")
         out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
         return self.tmp

@@ -2,8 +2,9 @@
 
 A Lightning checkpoint of this project carries, under the ``"distill"`` key, everything needed
 to rebuild the model in a new process with no access to the original config or model folder: the
-encoder config (JSON), the tokenizer files (text), the label list, head, data-window and decode
-settings. Loading never unpickles arbitrary objects: ``torch.load(weights_only=True)`` (or
+encoder config (JSON), the tokenizer files (bytes: a sentencepiece ``.model`` is binary; checkpoints
+written before stored them as text, which still loads), the label list, head, data-window and
+decode settings. Loading never unpickles arbitrary objects: ``torch.load(weights_only=True)`` (or
 safetensors for exported folders) refuses any payload that is not plain tensors and containers.
 """
 
@@ -27,21 +28,27 @@ FORMAT = "distill-checkpoint/1"
 BEST = "best.ckpt"
 
 
-def tokenizer_files(tokenizer) -> dict[str, str]:
-    """The tokenizer's saved files as {file name: text}."""
+def tokenizer_files(tokenizer) -> dict[str, bytes]:
+    """The tokenizer's saved files as {file name: bytes} (``torch.load(weights_only=True)``
+    reads bytes back)."""
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
-        return {p.name: p.read_text(encoding="utf-8") for p in sorted(Path(tmp).iterdir()) if p.is_file()}
+        return {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
 
 
-def load_tokenizer_files(files: dict[str, str]):
+def load_tokenizer_files(files: dict[str, bytes | str]):
+    """The tokenizer of :func:`tokenizer_files`' output (text values: older checkpoints, UTF-8)."""
     from transformers import AutoTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
-        for name, text in files.items():
+        for name, content in files.items():
             if Path(name).name != name:
                 raise CheckpointError(f"tokenizer file name {name!r} is not a plain file name")
-            Path(tmp, name).write_text(text, encoding="utf-8")
+            if not isinstance(content, (bytes, str)):
+                raise CheckpointError(f"tokenizer file {name!r}: expected bytes or text, found "
+                                      f"{type(content).__name__}")
+            Path(tmp, name).write_bytes(content.encode("utf-8") if isinstance(content, str)
+                                        else content)
         return AutoTokenizer.from_pretrained(tmp)
 
 
@@ -89,7 +96,8 @@ def safe_load(path: Path) -> dict:
         first = str(err).strip().splitlines()[0][:200]
         raise CheckpointError(f"{path}: refused to load: it holds pickled Python objects that "
                               f"could run code ({first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+    # IndexError: what the weights_only unpickler raises on bytes that are no pickle at all
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, IndexError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupted or truncated: "
                               f"{first})") from None

@@ -1,6 +1,6 @@
 """The export folder format: ``distill.json`` (checkpoint metadata minus weights), the tokenizer
-files, and for ``format=hf`` ``model.safetensors`` + ``config.json``, loaded back by
-:func:`load_hf_folder` (safetensors and JSON only: nothing is unpickled)."""
+files (written and read as bytes), and for ``format=hf`` ``model.safetensors`` + ``config.json``,
+loaded back by :func:`load_hf_folder` (safetensors and JSON only: nothing is unpickled)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def read_export_tokenizer(folder: Path, meta: dict):
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"{folder}: tokenizer file {name} is missing")
-        files[name] = path.read_text(encoding="utf-8")
+        files[name] = path.read_bytes()
     return load_tokenizer_files(files)
 
 
@@ -122,6 +122,6 @@ def write_tokenizer(tokenizer, folder: Path) -> list[str]:
     if tokenizer is None:
         return []
     files = tokenizer_files(tokenizer)
-    for name, text in files.items():
-        (folder / name).write_text(text, encoding="utf-8")
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
     return sorted(files)

@@ -51,15 +51,43 @@ def without_pooler(encoder):
     return encoder
 
 
-def build_model(cfg, labels: list[str], tokenizer, train_texts: list[str] = ()) -> SpanNER:
-    """SpanNER from a model config (``conf/model/*.yaml``), extending the vocabulary first when
-    ``cfg.extend_vocab``."""
-    encoder = load_encoder(cfg.name_or_path, cfg.get("init", "pretrained"),
-                           cfg.get("trust_remote_code", False))
-    if cfg.get("extend_vocab", False):
-        extend_vocabulary(tokenizer, encoder, train_texts, cfg.get("extend_vocab_min_count", 1))
-    return SpanNER(encoder, labels, head=cfg.head, head_size=cfg.head_size, rope=cfg.rope,
-                   dropout=cfg.dropout)
+# Encoders whose position ids start after padding_idx (RoBERTa's position ids from input ids):
+# padding_idx + 1 of their max_position_embeddings are never a token's position.
+PADDING_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet",
+                            "data2vec-text", "ibert", "longformer", "luke", "markuplm", "xmod",
+                            "roberta-prelayernorm", "lilt", "layoutlmv3"}
+
+
+def check_max_length(max_length: int, encoder_config, model: str) -> None:
+    """ConfigError unless windows of ``max_length`` tokens fit the encoder's position embeddings
+    (``model`` names the encoder in the message, e.g. ``model.name_or_path=...``)."""
+    positions = getattr(encoder_config, "max_position_embeddings", None)
+    if positions is None or getattr(encoder_config, "position_biased_input", True) is False:
+        return  # no absolute position embeddings (e.g. DeBERTa-v2/v3): no length limit
+    reserved = 0
+    if getattr(encoder_config, "model_type", None) in PADDING_OFFSET_POSITIONS:
+        pad = getattr(encoder_config, "pad_token_id", None)
+        reserved = (1 if pad is None else pad) + 1
+    if max_length > positions - reserved:
+        note = f", {reserved} of them reserved by its padding_idx" if reserved else ""
+        raise ConfigError(f"data.max_length={max_length} is more than the encoder of {model} "
+                          f"takes: {positions - reserved} tokens (max_position_embeddings="
+                          f"{positions}{note})")
+
+
+def build_model(name_or_path: str, labels: list[str], tokenizer, train_texts=(),
+                init: str = "pretrained", trust_remote_code: bool = False,
+                head: str = "global_pointer", head_size: int = 64, rope: bool = True,
+                dropout: float = 0.1, extend_vocab: bool = False,
+                extend_vocab_min_count: int = 1) -> SpanNER:
+    """The SpanNER a ``model`` config describes (``conf/model/*.yaml`` name this function as
+    their ``_target_``; the teacher passes ``labels``, ``tokenizer`` and ``train_texts``),
+    extending the vocabulary with the training text's unknown pieces first when ``extend_vocab``."""
+    encoder = load_encoder(name_or_path, init, trust_remote_code)
+    if extend_vocab:
+        extend_vocabulary(tokenizer, encoder, list(train_texts), extend_vocab_min_count)
+    return SpanNER(encoder, list(labels), head=head, head_size=head_size, rope=rope,
+                   dropout=dropout)
 
 
 def unknown_pieces(tokenizer, texts) -> Counter:

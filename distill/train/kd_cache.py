@@ -3,11 +3,16 @@
 The cache holds, for every training window, the upper triangle (i ≤ j) of the teacher's
 (types, n, n) span logits in fp16, in one safetensors file named by a hash of the teacher's
 weights and the windows' token ids. Rank 0 writes it (atomically); every rank reads it.
+
+The weights are hashed tensor by tensor (names in sorted order, dtype, shape, values) with the
+head settings and encoder config, not the teacher's file bytes: a run's best.ckpt, its
+``format=hf`` export folder and a re-saved checkpoint of the same weights share one entry.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -16,16 +21,43 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
+from distill.errors import CheckpointError
 from distill.io.atomic import write_atomic
+from distill.io.load import load_checkpoint
+from distill.model.span_ner import SpanNER
 
 log = logging.getLogger("distill")
 
+# Encoder config entries that do not change what the encoder computes.
+VOLATILE_CONFIG = ("transformers_version", "_name_or_path", "architectures", "torch_dtype",
+                   "dtype", "_attn_implementation_autoset")
 
-def cache_key(teacher_file: str | os.PathLike, dataset) -> str:
+
+def model_digest(model: SpanNER, digest) -> None:
+    """Feed ``digest`` what determines the model's logits: its state-dict tensors in sorted name
+    order, its head settings and its encoder config."""
+    config = {k: v for k, v in model.encoder.config.to_dict().items() if k not in VOLATILE_CONFIG}
+    digest.update(json.dumps([model.head_config, config], sort_keys=True, default=str).encode())
+    state = model.state_dict()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+
+
+def cache_key(teacher: SpanNER | str | os.PathLike, dataset) -> str:
+    """The cache entry of a teacher (the model, or a checkpoint file, run folder or HF export
+    folder holding it) on a dataset's windows."""
     digest = hashlib.sha256()
-    with open(teacher_file, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    if isinstance(teacher, SpanNER):
+        model_digest(teacher, digest)
+    else:
+        try:
+            model_digest(load_checkpoint(teacher).model, digest)
+        except CheckpointError:  # no model of this project (a stand-in file): its bytes
+            with open(teacher, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
     for window in dataset.windows:
         digest.update(repr((window.input_ids, window.content)).encode())
     return digest.hexdigest()[:24]
@@ -34,10 +66,10 @@ def cache_key(teacher_file: str | os.PathLike, dataset) -> str:
 class TeacherCache:
     """Lazily built cache of the teacher's training-window logits."""
 
-    def __init__(self, folder: str | os.PathLike, teacher_file: str | os.PathLike, dataset,
+    def __init__(self, folder: str | os.PathLike, teacher: SpanNER | str | os.PathLike, dataset,
                  batch_size: int = 64):
         self.dataset, self.batch_size = dataset, batch_size
-        self.path = Path(folder) / f"{cache_key(teacher_file, dataset)}.safetensors"
+        self.path = Path(folder) / f"{cache_key(teacher, dataset)}.safetensors"
         self.values: torch.Tensor | None = None
         self.starts: torch.Tensor | None = None
         self.build_seconds: float | None = None
