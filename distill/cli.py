@@ -42,12 +42,44 @@ def _register_resolvers() -> None:
 _register_resolvers()
 
 
+ERROR_FILE = "error.txt"
+
+
+class SweepJobFailed(DistillError):
+    """A job of a Hydra multirun failed. Raised instead of exiting, so that Hydra records the
+    failure and runs the sweep's other jobs; the sweep then ends with exit status 2."""
+
+
+def _sweep_job_dir() -> Path | None:
+    """The output folder of the running multirun job, None outside a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _record_failure(job_dir: Path, message: str) -> None:
+    """``<job dir>/error.txt``: the job's one error line, listed by ``distill.compare``."""
+    try:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / ERROR_FILE).write_text(message + "\n", encoding="utf-8")
+    except OSError as err:
+        log.warning("could not write %s: %s", job_dir / ERROR_FILE, err)
+
+
 def one_line_errors(main):
     """Wrap a Hydra task function: a :class:`DistillError` (or a Hydra/OmegaConf config error)
-    becomes ``error: <message>`` on stderr and exit status 2, with no traceback."""
+    becomes ``error: <message>`` on stderr and exit status 2, with no traceback.
+
+    In a multirun the job's error line also goes to ``<job dir>/error.txt`` (an unexpected
+    exception's last line too) and the job raises :class:`SweepJobFailed` rather than exiting:
+    Hydra records the failed job and runs the others; :func:`entry` ends the sweep with status 2."""
 
     @functools.wraps(main)
     def wrapper(cfg):
+        job_dir = _sweep_job_dir()
         try:
             return main(cfg)
         except DistillError as err:
@@ -56,10 +88,15 @@ def one_line_errors(main):
             from omegaconf.errors import OmegaConfBaseException
 
             if not isinstance(err, OmegaConfBaseException):
+                if job_dir is not None:
+                    _record_failure(job_dir, f"{type(err).__name__}: {' '.join(str(err).split())}")
                 raise
             message = f"config: {' '.join(str(err).split())}"
         log.error(message)
         print(f"error: {message}", file=sys.stderr, flush=True)
+        if job_dir is not None:
+            _record_failure(job_dir, message)
+            raise SweepJobFailed(message) from None
         sys.exit(2)
 
     return wrapper
@@ -70,7 +107,8 @@ def entry(main) -> None:
     composing the config -- an unknown config group option such as ``data=nope``, an override of
     a key that does not exist -- also become one ``error: config: ...`` line and exit status 2,
     instead of Hydra's multi-line report and status 1. ``HYDRA_FULL_ERROR=1`` still gives the
-    full traceback."""
+    full traceback. A multirun whose jobs failed (each one ran; see :func:`one_line_errors`) exits
+    with status 2 after the last job."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -79,6 +117,10 @@ def entry(main) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # makes Hydra re-raise instead of printing and exiting
     try:
         main()
+    except SweepJobFailed as err:
+        print(f"error: sweep: a job failed ({err}); every job ran, each failed one has its "
+              f"error line in its run dir's {ERROR_FILE}", file=sys.stderr, flush=True)
+        sys.exit(2)
     except (HydraException, OmegaConfBaseException) as err:
         message = " ".join(str(err).split()).split(" Config search path:")[0]
         print(f"error: config: {message}", file=sys.stderr, flush=True)

@@ -8,9 +8,12 @@ same evaluation data, so retention compares like with like.
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,11 +22,14 @@ from distill.io.load import load_checkpoint
 from distill.cli import entry, objective, one_line_errors
 from distill.data.datamodule import NERDataModule
 from distill.errors import ConfigError
+from distill.io.atomic import write_atomic
+from distill.model.encoders import check_max_length
 from distill.train.kd_cache import TeacherCache
 from distill.model.span_ner import encoder_layers
 from distill.train.module import NERModule
 from distill.train.students import build_student, select_layers
-from distill.train.run import finished_run, fit_and_evaluate, model_summary
+from distill.train.losses import KD_LOSSES
+from distill.train.run import finished_run, fit_and_evaluate, quiet_lightning, model_summary, optimization
 
 log = logging.getLogger("distill")
 
@@ -35,8 +41,8 @@ INHERITED = ("name", "dir", "format", "options", "flat", "max_length", "stride",
              "holdout_seed", "limit_train", "limit_eval", "extra_train")
 
 
-def student_datamodule(cfg: DictConfig, teacher: LoadedModel) -> NERDataModule:
-    """The data module: the student's ``data`` config with nulls filled from the teacher's."""
+def student_data_config(cfg: DictConfig, teacher: LoadedModel) -> dict:
+    """The student's ``data`` config with nulls filled from the teacher's."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
     stored = teacher.meta.get("data", {})
     for key in INHERITED:
@@ -47,14 +53,48 @@ def student_datamodule(cfg: DictConfig, teacher: LoadedModel) -> NERDataModule:
             data[split] = name
     if data.get("dir") is None or data.get("train") is None:
         raise ConfigError(f"{teacher.path}: the teacher checkpoint names no data; pass data=<name>")
-    return instantiate(data)
+    return data
+
+
+def student_datamodule(cfg: DictConfig, teacher: LoadedModel) -> NERDataModule:
+    """The data module of :func:`student_data_config`."""
+    return instantiate(student_data_config(cfg, teacher))
+
+
+def record_resolved_config(cfg: DictConfig, **resolved) -> None:
+    """Rewrite the run's ``.hydra/config.yaml`` with the values inherited from the teacher
+    (``data``, ``decode``) in place of the nulls that were composed, so the file says what ran;
+    the composed form stays beside it as ``config.composed.yaml``."""
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    if hydra_cfg is None or not hydra_cfg.output_subdir or int(os.environ.get("LOCAL_RANK", 0)):
+        return
+    folder = Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir
+    if not (folder / "config.yaml").is_file():
+        return
+    ran = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    for key, value in resolved.items():
+        ran[key] = value
+    composed = folder / "config.composed.yaml"
+    if not composed.exists():
+        os.replace(folder / "config.yaml", composed)
+    write_atomic(folder / "config.yaml", lambda handle: handle.write(OmegaConf.to_yaml(ran)))
+
+
+def this_rank_device(accelerator: str) -> int | list[int]:
+    """The ``devices`` of a one-device Trainer in this process: under DDP (torchrun or Lightning's
+    launcher) each rank's own GPU (``LOCAL_RANK``), not every rank on the first; one CPU device."""
+    import torch
+
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return [int(os.environ.get("LOCAL_RANK", 0))] if gpu else 1
 
 
 def evaluate_teacher(cfg: DictConfig, teacher: LoadedModel, datamodule: NERDataModule,
                      decode: dict) -> dict:
     """Dev/test metrics of the teacher on this run's evaluation data."""
-    module = NERModule(teacher.model, teacher.tokenizer, datamodule.config(), cfg.optim, decode)
-    trainer = pl.Trainer(accelerator=cfg.trainer.get("accelerator", "cpu"), devices=1,
+    module = NERModule(teacher.model, teacher.tokenizer, datamodule.config(), {}, decode)
+    accelerator = cfg.trainer.get("accelerator", "cpu")
+    trainer = pl.Trainer(accelerator=accelerator, devices=this_rank_device(accelerator),
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -71,9 +111,13 @@ def train_student(cfg: DictConfig) -> dict:
         raise ConfigError("teacher: required, e.g. teacher=outputs/teacher/<run>/best.ckpt")
     if (finished := finished_run(cfg)) is not None:  # this run dir holds it already
         return finished
+    quiet_lightning()
     pl.seed_everything(cfg.seed, workers=True)
     teacher = load_checkpoint(cfg.teacher)
-    datamodule = student_datamodule(cfg, teacher)
+    data = student_data_config(cfg, teacher)
+    datamodule = instantiate(data)
+    check_max_length(datamodule.max_length, teacher.model.encoder.config,
+                     f"teacher={cfg.teacher}")
     datamodule.read(labels=teacher.labels)
     datamodule.encode(teacher.tokenizer)
 
@@ -83,33 +127,51 @@ def train_student(cfg: DictConfig) -> dict:
                            OmegaConf.to_container(s.layers) if s.get("layers") is not None else None)
     student = build_student(teacher.model, layers, s.init, s.get("name_or_path"),
                             vocab_size=len(teacher.tokenizer))
+    if s.init == "pretrained":  # another encoder, with its own position limit
+        check_max_length(datamodule.max_length, student.encoder.config,
+                         f"student.name_or_path={s.name_or_path}")
     hidden_map = layers if s.init == "teacher" else select_layers(teacher_layers, len(layers), "uniform")
     log.info("student: %d of the teacher's %d layers %s (init=%s)", len(layers), teacher_layers,
              layers, s.init)
 
     decode = {k: (v if v is not None else teacher.meta.get("decode", {}).get(k))
               for k, v in OmegaConf.to_container(cfg.decode, resolve=True).items()}
+    record_resolved_config(cfg, data=data, decode=decode)
     teacher_report = evaluate_teacher(cfg, teacher, datamodule, decode)
     kd = OmegaConf.to_container(cfg.kd, resolve=True)
+    kd_loss = kd_loss_fn(kd.pop("loss", None))
     cache = None
     if kd.get("cache") and kd.get("alpha", 0) > 0:
-        cache = TeacherCache(kd["cache_dir"], teacher.path, datamodule.dataset("train"))
+        cache = TeacherCache(kd["cache_dir"], teacher.model, datamodule.dataset("train"))
     module = NERModule(
-        student, teacher.tokenizer, datamodule.config(), cfg.optim, decode, kd=kd,
+        student, teacher.tokenizer, datamodule.config(), decode=decode, kd=kd, kd_loss=kd_loss,
         teacher=teacher.model if kd.get("alpha", 0) > 0 or kd.get("beta", 0) > 0 else None,
         layer_map=hidden_map, teacher_cache=cache,
         info={"role": "student", "teacher": str(teacher.path.resolve()),
-              "model": f"{teacher.meta.get('info', {}).get('model', 'teacher')} -> {len(layers)} layers"})
+              "model": f"{teacher.meta.get('info', {}).get('model', 'teacher')} -> {len(layers)} layers"},
+        **optimization(cfg))
     extra = {"teacher": teacher_report,
              "student": {"depth": len(layers), "layers": layers, "pruning": s.pruning
                          if s.get("layers") is None else "explicit", "init": s.init},
-             "kd": dict(kd)}
+             "kd": dict(module.kd)}
     extra["kd"]["cache_used"] = cache is not None  # kd.cache is moot without a KD term
     metrics = fit_and_evaluate(cfg, module, datamodule, module.info["model"], extra,
                                finalize=_add_retention)
     if cache is not None and cache.build_seconds is not None:
         log.info("teacher cache built in %.1f s", cache.build_seconds)
     return metrics
+
+
+def kd_loss_fn(loss):
+    """The KD term the ``kd/loss`` group builds (a node with ``_target_``), or a name of
+    :data:`~distill.train.losses.KD_LOSSES` (``kd.loss=bce``, as before the group existed)."""
+    if loss is None or isinstance(loss, str):
+        name = loss or "softmax"
+        if name not in KD_LOSSES:
+            raise ConfigError(f"kd.loss={name!r}: expected one of {', '.join(KD_LOSSES)} (or "
+                              "kd/loss=<name> for a loss config in conf/kd/loss/)")
+        return KD_LOSSES[name]
+    return instantiate(loss)
 
 
 def _add_retention(metrics: dict) -> None:

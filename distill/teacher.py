@@ -8,23 +8,28 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from distill.cli import entry, objective, one_line_errors
-from distill.model.encoders import build_model, load_tokenizer
+from distill.model.encoders import check_max_length, load_tokenizer
 from distill.train.module import NERModule
-from distill.train.run import finished_run, fit_and_evaluate
+from distill.train.run import finished_run, fit_and_evaluate, quiet_lightning, optimization
 
 
 def train_teacher(cfg: DictConfig) -> dict:
     if (finished := finished_run(cfg)) is not None:  # this run dir holds it already
         return finished
+    quiet_lightning()
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     labels = datamodule.read()
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.get("trust_remote_code", False))
     train_texts = [d.text for d in datamodule.splits["train"].docs]
-    model = build_model(cfg.model, labels, tokenizer, train_texts)
+    model = instantiate(cfg.model, labels=labels, tokenizer=tokenizer, train_texts=train_texts,
+                        _convert_="all")
+    check_max_length(datamodule.max_length, model.encoder.config,
+                     f"model.name_or_path={cfg.model.name_or_path}")
     datamodule.encode(tokenizer)
-    module = NERModule(model, tokenizer, datamodule.config(), cfg.optim, cfg.decode,
-                       info={"role": "teacher", "model": str(cfg.model.name_or_path)})
+    module = NERModule(model, tokenizer, datamodule.config(), decode=cfg.decode,
+                       info={"role": "teacher", "model": str(cfg.model.name_or_path)},
+                       **optimization(cfg))
     return fit_and_evaluate(cfg, module, datamodule, str(cfg.model.name_or_path))
 
 

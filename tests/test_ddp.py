@@ -82,3 +82,44 @@ def test_ddp_student_builds_the_teacher_cache_once(teacher_ddp, tmp_path):
     reports = single_process_reports(run_dir / "best.ckpt", metrics["data"])
     assert reports["dev"] == metrics["dev"] and reports["test"] == metrics["test"]
     assert metrics["teacher"]["dev"]["documents"] == 21
+
+
+def test_teacher_cache_is_built_on_the_training_device(tiny_teacher_ckpt, monkeypatch):
+    """The cache build runs after Lightning has moved the module to its device (``setup`` runs
+    before that, on the CPU, so a GPU run would label every window on the CPU)."""
+    from distill.train.kd_cache import TeacherCache
+
+    loaded = load_checkpoint(tiny_teacher_ckpt)
+    data = loaded.meta["data"]
+    dm = NERDataModule(data["dir"], data["files"]["train"], data["files"]["dev"],
+                       format=data["format"], limit_train=8, limit_eval=4, max_length=data["max_length"])
+    dm.read(labels=loaded.labels)
+    dm.encode(loaded.tokenizer)
+    events = []
+    strategy_cls = type(pl.Trainer(accelerator="cpu", devices=1, logger=False).strategy)
+    original = strategy_cls.model_to_device
+    monkeypatch.setattr(strategy_cls, "model_to_device",
+                        lambda self: (events.append("model_to_device"), original(self))[1])
+    monkeypatch.setattr(TeacherCache, "prepare",
+                        lambda self, teacher, device, *a: events.append(("prepare", str(device))))
+    cache = TeacherCache.__new__(TeacherCache)
+    module = NERModule(loaded.model, loaded.tokenizer, dm.config(), {"lr": 0.0}, loaded.meta["decode"],
+                       kd={"alpha": 0.5}, teacher=load_checkpoint(tiny_teacher_ckpt).model,
+                       teacher_cache=cache)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, datamodule=dm)
+    assert events[:2] == ["model_to_device", ("prepare", "cpu")], events
+
+
+def test_teacher_evaluation_uses_this_rank_s_own_gpu(monkeypatch):
+    """evaluate_teacher's one-device Trainer: under torchrun rank k evaluates on GPU k, not all
+    ranks on the first; on the CPU one device."""
+    from distill.student import this_rank_device
+
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert this_rank_device("gpu") == [3] and this_rank_device("cuda") == [3]
+    assert this_rank_device("cpu") == 1
+    monkeypatch.delenv("LOCAL_RANK")
+    assert this_rank_device("gpu") == [0]

@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -123,6 +124,34 @@ class RunState(pl.Callback):
         checkpoint[RUN_KEY] = {"config": self.digest}
 
 
+NOISE = (  # (message regex, category) of warnings that are not the user's
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),  # Lightning on torch 2.13
+    (r"Checkpoint directory .* exists and is not empty", UserWarning),  # our run dir holds .hydra/
+)
+
+
+def quiet_lightning() -> None:
+    """A run prints our log lines, Lightning's progress bar and real warnings: not Lightning's
+    info lines (tips such as the litlogger one, "GPU available", "Restoring states", "Seed set"),
+    nor the warnings in :data:`NOISE` (raised for every job of a sweep). Under DDP each rank's
+    "Initializing distributed" line stays: it says which ranks joined."""
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("lightning_fabric.utilities.distributed").setLevel(logging.INFO)
+    for message, category in NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
+def optimization(cfg: DictConfig) -> dict:
+    """The ``optim`` and ``scheduler`` config groups as NERModule arguments: the parameter-group
+    settings (plain values) and the optimizer and schedule factories Hydra builds."""
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    optim.pop("optimizer", None)
+    return {"optim": optim,
+            "optimizer": instantiate(cfg.optim.optimizer) if cfg.optim.get("optimizer") else None,
+            "scheduler": instantiate(cfg.scheduler) if cfg.get("scheduler") else None}
+
+
 def check_strategy(cfg: DictConfig) -> None:
     strategy = str(cfg.trainer.get("strategy") or "")
     if any(kind in strategy for kind in ("spawn", "fork", "notebook")):
@@ -140,7 +169,11 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None) -> pl.Trainer:
     plugins = [instantiate(p) for p in cfg.trainer.get("plugins") or []]
     if not any(isinstance(p, CheckpointIO) for p in plugins):
         plugins.append(AtomicCheckpointIO())
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
+    if trainer.is_global_zero:
+        log.info("trainer: %s x %d, precision %s", type(trainer.accelerator).__name__.replace(
+            "Accelerator", "").lower(), trainer.num_devices, trainer.precision)
+    return trainer
 
 
 def resume_path(resume: str | None) -> str | None:
@@ -151,6 +184,13 @@ def resume_path(resume: str | None) -> str | None:
         path = path / LAST
     if not path.is_file():
         raise ConfigError(f"resume={resume}: no checkpoint to resume from ({path} not found)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable: let Lightning's restore report it
+        ckpt = None
+    if isinstance(ckpt, dict) and "optimizer_states" not in ckpt:
+        raise ConfigError(f"resume={resume}: {path.name} holds weights only (best.ckpt does); resume "
+                          f"from the run dir or its {LAST}")
     return str(path)
 
 
