@@ -141,11 +141,13 @@ def train_student(cfg: DictConfig) -> dict:
     kd = OmegaConf.to_container(cfg.kd, resolve=True)
     kd_loss = kd_loss_fn(kd.pop("loss", None))
     cache = None
-    if kd.get("cache") and kd.get("alpha", 0) > 0:
-        cache = TeacherCache(kd["cache_dir"], teacher.model, datamodule.dataset("train"))
+    uses_teacher = kd.get("alpha", 0) > 0 or bool(kd.get("pseudo_labels"))
+    if kd.get("cache") and uses_teacher:
+        cache = TeacherCache(kd["cache_dir"], teacher.model, datamodule.dataset("train"),
+                             floor=kd.get("store_floor"))
     module = NERModule(
         student, teacher.tokenizer, datamodule.config(), decode=decode, kd=kd, kd_loss=kd_loss,
-        teacher=teacher.model if kd.get("alpha", 0) > 0 or kd.get("beta", 0) > 0 else None,
+        teacher=teacher.model if uses_teacher or kd.get("beta", 0) > 0 else None,
         layer_map=hidden_map, teacher_cache=cache,
         info={"role": "student", "teacher": str(teacher.path.resolve()),
               "model": f"{teacher.meta.get('info', {}).get('model', 'teacher')} -> {len(layers)} layers"},
@@ -155,11 +157,15 @@ def train_student(cfg: DictConfig) -> dict:
                          if s.get("layers") is None else "explicit", "init": s.init},
              "kd": dict(module.kd)}
     extra["kd"]["cache_used"] = cache is not None  # kd.cache is moot without a KD term
-    metrics = fit_and_evaluate(cfg, module, datamodule, module.info["model"], extra,
-                               finalize=_add_retention)
-    if cache is not None and cache.build_seconds is not None:
-        log.info("teacher cache built in %.1f s", cache.build_seconds)
-    return metrics
+    if cache is not None:
+        datamodule.teacher_store = cache  # the train loader's collate reads the logits
+
+    def finalize(metrics: dict) -> None:
+        _add_retention(metrics)
+        if cache is not None:
+            metrics["kd"]["store"] = cache.report()
+
+    return fit_and_evaluate(cfg, module, datamodule, module.info["model"], extra, finalize=finalize)
 
 
 def kd_loss_fn(loss):

@@ -103,8 +103,10 @@ TEACHER_CASES = [
      {"train.json": '{"text": "John", "label": {"PER": {"John": [[0]]}}}'},
      ["data.format=cluener", "data.train=train.json", "data.dev=train.json", "data.test=null"],
      "{data}/train.json:1: label['PER']['John']: expected [start, end] integers, found [0]"),
-    ("unlabeled-empty-line", {"extra.txt": "Some text.\n\nMore text.\n"},
-     ["data.unlabeled={data}/extra.txt"], "{data}/extra.txt:2: empty line"),
+    # (empty lines of transfer text are skipped and counted, not errors: tests/test_transfer.py)
+    ("unlabeled-no-match", {}, ["data.unlabeled={data}/nothing/*.txt"], "{data}/nothing/*.txt: no files match"),
+    ("unlabeled-non-utf8", {"extra.txt": b"Caf\xe9\n"}, ["data.unlabeled={data}/extra.txt"],
+     "{data}/extra.txt:1: not valid UTF-8 (invalid continuation byte: byte b'\\xe9' at offset 3); set data.unlabeled_encoding"),
     ("spawn-strategy", {}, ["trainer=ddp", "trainer.strategy=ddp_spawn"],
      "trainer.strategy=ddp_spawn: not supported"),
     ("resume-without-checkpoint", {}, ["resume={data}"],

@@ -1,8 +1,10 @@
+import pytest
 import torch
 
 from distill.data.document import Document, Entity
 from distill.data.encoding import AlignmentReport, align_span, encode_documents
-from distill.eval.decode import decode_batch
+from distill.errors import ConfigError
+from distill.eval.decode import Prediction, decode_batch, merge_windows
 from distill.model.encoders import extend_vocabulary, load_encoder, load_tokenizer, unknown_pieces
 
 
@@ -89,3 +91,34 @@ def test_extend_vocab_adds_unknown_chars_with_mean_rows(tiny_bert):
     assert torch.allclose(weight[-1], before.mean(0)) and torch.equal(weight[: len(before)], before)
     enc = tokenizer("上海交通大学", return_offsets_mapping=True, add_special_tokens=False)
     assert enc["offset_mapping"] == [(k, k + 1) for k in range(6)]
+
+
+def test_every_span_is_decided_by_a_window_that_gives_it_context(tiny_bert):
+    """Consecutive windows share ``stride`` tokens, so each span of m <= stride tokens has a window
+    with (stride - m) // 2 tokens of context on every side it cuts; merge_windows picks one."""
+    tokenizer = load_tokenizer(str(tiny_bert))
+    text = " ".join("abcdefghij"[k % 10] for k in range(70))
+    stride = 6
+    windows = encode_documents([Document(text)], tokenizer, {}, max_length=16, stride=stride)
+    tokens = sorted({o for w in windows for o, c in zip(w.offsets, w.content) if c})
+    assert len(windows) > 5
+    for m in range(1, stride + 1):
+        for a in range(len(tokens) - m + 1):
+            start, end = tokens[a][0], tokens[a + m - 1][1]
+            # Every window holding the span predicts it, scored by the window's number.
+            preds = [[Prediction(start, end, "LOC", float(k))]
+                     if w.offsets[1][0] <= start and end <= w.offsets[-2][1] else []
+                     for k, w in enumerate(windows)]
+            (p,) = merge_windows(preds, offsets=[w.offsets for w in windows])
+            w = windows[int(p.score)]
+            content = [o for o, c in zip(w.offsets, w.content) if c]
+            left = sum(e <= start for _, e in content) if content[0] != tokens[0] else stride
+            right = sum(b >= end for b, _ in content) if content[-1] != tokens[-1] else stride
+            assert min(left, right) >= (stride - m) // 2, (m, a, int(p.score))
+
+
+def test_stride_must_leave_windows_overlapping_and_advancing(tiny_bert):
+    tokenizer = load_tokenizer(str(tiny_bert))
+    for stride in (-1, 14):
+        with pytest.raises(ConfigError, match="data.stride"):
+            encode_documents([Document("a b c")], tokenizer, {}, max_length=16, stride=stride)

@@ -68,4 +68,4 @@ def test_student_distils_from_an_hf_export_with_the_cache(hf_export, tmp_path):
          "data.limit_eval=8", "kd.cache=true", f"kd.cache_dir={cache}", *QUIET,
          f"hydra.run.dir={run_dir}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["kd"]["cache_used"] and len(list(cache.glob("*.safetensors"))) == 1
+    assert metrics["kd"]["cache_used"] and len(list(cache.glob("*.store"))) == 1

@@ -120,7 +120,7 @@ def test_cache_returns_the_live_teachers_logits(setup, tmp_path):
     ckpt.write_bytes(b"teacher weights stand-in")
     cache = TeacherCache(tmp_path / "cache", ckpt, dm.dataset("train"), batch_size=5)
     cache.prepare(teacher, "cpu")
-    assert cache.path.is_file()
+    assert cache.complete() and cache.path.is_dir()
     ids = [3, 0, 17, 9]
     batch = dm.dataset("train").collate(ids)
     with torch.no_grad():
@@ -161,7 +161,7 @@ def test_student_cli_end_to_end(teacher4_run, tmp_path):
     assert m["data"]["alignment"]["train"] == teacher_m["data"]["alignment"]["train"]
     assert m["retention"]["dev"] == pytest.approx(m["dev"]["f1"] / m["teacher"]["dev"]["f1"])
     assert m["kd"]["alpha"] == 0.5 and (run_dir / "best.ckpt").is_file()
-    assert list((tmp_path / "cache").glob("*.safetensors"))
+    assert list((tmp_path / "cache").glob("*.store"))
 
 
 @pytest.mark.parametrize("overrides, message", [

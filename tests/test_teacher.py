@@ -73,7 +73,7 @@ def test_checkpoint_is_self_contained(teacher_run, tiny_bert, tmp_path):
     with torch.no_grad():
         here = loaded.model(enc["input_ids"], enc["attention_mask"], content)
     script = (
-        "import sys, torch; from distill.checkpoint import load_checkpoint\n"
+        "import sys, torch; from distill.io.load import load_checkpoint\n"
         f"m = load_checkpoint({str(teacher_run)!r})\n"
         "e = m.tokenizer(['Smith visited Paris .'], return_tensors='pt')\n"
         "c = torch.tensor([[0] + [1] * (e['input_ids'].shape[1] - 2) + [0]]).bool()\n"

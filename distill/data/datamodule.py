@@ -1,9 +1,9 @@
 """LightningDataModule: read splits, tokenize into windows, batch by length.
 
 Batches are built per batch in the collate function (dynamic padding, dense (B, C, n, n) gold
-tensor for just that batch). Training batches group windows of similar length
-(:class:`BucketBatchSampler`); evaluation batches keep the windows of a document together so
-its predictions can be merged and scored whole.
+tensor for just that batch). Batches hold at most ``batch_size`` windows of similar length
+(:class:`BucketBatchSampler`); for evaluation a document's windows come in consecutive batches
+(a long document spans several) and on one DDP rank, which merges and scores it once all are in.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from distill.data.document import Document
 from distill.data.encoding import AlignmentReport, Window, encode_documents
 from distill.data.readers import read_split
+from distill.data.transfer import read_transfer
 from distill.errors import ConfigError, DataError
 
 log = logging.getLogger("distill")
@@ -45,6 +46,9 @@ class WindowDataset(Dataset):
 
     def __init__(self, windows: list[Window], docs: list[Document], num_labels: int, pad_id: int):
         self.windows, self.docs, self.num_labels, self.pad_id = windows, docs, num_labels, pad_id
+        self.doc_windows: dict[int, int] = {}  # document -> its number of windows
+        for w in windows:
+            self.doc_windows[w.doc_index] = self.doc_windows.get(w.doc_index, 0) + 1
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -77,16 +81,18 @@ class WindowDataset(Dataset):
             "offsets": [w.offsets for w in windows],
             "gold": {d: [(e.start, e.end, e.type) for e in self.docs[d].entities]
                      for d in dict.fromkeys(doc_indices)},
+            "doc_windows": {d: self.doc_windows[d] for d in dict.fromkeys(doc_indices)},
         }
 
 
 class BucketBatchSampler(Sampler[list[int]]):
-    """Length-bucketed batches; never splits a group (a document, for evaluation).
+    """Length-bucketed batches of at most ``batch_size`` windows; a group (a document, for
+    evaluation) stays on one DDP rank and in consecutive batches, but may span several.
 
     Groups are shuffled (when ``shuffle``), sharded across DDP ranks (training pads by repeating
     groups so every rank has the same number of batches; evaluation does not pad, so every
-    document is scored exactly once), then sorted by length inside pools of ``pool`` batches and
-    cut into batches of at most ``batch_size`` windows."""
+    document is scored exactly once), then sorted by length inside pools of ``pool`` batches,
+    their windows laid end to end and cut into batches of ``batch_size`` windows."""
 
     def __init__(self, lengths: list[int], groups: list[int], batch_size: int, shuffle: bool,
                  seed: int = 0, pool: int = 50):
@@ -122,14 +128,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         span = self.batch_size * self.pool
         for lo in range(0, len(groups), span):
             pool = sorted(groups[lo : lo + span], key=lambda g: max(self.lengths[i] for i in g))
-            batch: list[int] = []
-            for group in pool:
-                if batch and len(batch) + len(group) > self.batch_size:
-                    batches.append(batch)
-                    batch = []
-                batch = batch + group
-            if batch:
-                batches.append(batch)
+            windows = [i for group in pool for i in group]
+            batches += [windows[b : b + self.batch_size] for b in range(0, len(windows), self.batch_size)]
         if self.shuffle:
             rng.shuffle(batches)
         return batches
@@ -192,8 +192,10 @@ class NERDataModule(pl.LightningDataModule):
                  limit_train: int | None = None, limit_eval: int | None = None,
                  max_length: int = 256, stride: int = 64, batch_size: int = 32,
                  eval_batch_size: int = 64, num_workers: int = 0, holdout: int | None = None,
-                 holdout_seed: int = 0, unlabeled: str | None = None, seed: int = 0,
-                 name: str | None = None, extra_train: str | list[str] | None = None):
+                 holdout_seed: int = 0, unlabeled: str | list[str] | None = None, seed: int = 0,
+                 name: str | None = None, extra_train: str | list[str] | None = None,
+                 limit_unlabeled: int | None = None, unlabeled_encoding: str | None = None,
+                 unlabeled_unit: str | None = None):
         super().__init__()
         options, extra_train = _plain(options), _plain(extra_train)
         self.dir, self.format, self.options = Path(str(dir)), format, dict(options or {})
@@ -201,7 +203,11 @@ class NERDataModule(pl.LightningDataModule):
         self.flat, self.limit_train, self.limit_eval = flat, limit_train, limit_eval
         self.max_length, self.stride = max_length, stride
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.holdout, self.holdout_seed, self.unlabeled, self.seed = holdout, holdout_seed, unlabeled, seed
+        self.holdout, self.holdout_seed, self.unlabeled, self.seed = holdout, holdout_seed, _plain(unlabeled), seed
+        # transfer text (distill.data.transfer): how much, decoded how, cut into documents how
+        self.limit_unlabeled, self.unlabeled_encoding = limit_unlabeled, unlabeled_encoding
+        self.unlabeled_unit = unlabeled_unit
+        self.unlabeled_counts: dict | None = None  # what read_transfer kept and dropped
         self.name = name
         self.extra_train = [extra_train] if isinstance(extra_train, str) else list(extra_train or [])
         self.splits: dict[str, Split] = {}
@@ -259,9 +265,13 @@ class NERDataModule(pl.LightningDataModule):
         for split in ("dev", "test"):
             if split in self.splits:
                 self._check_labels(self.splits[split])
-        if self.unlabeled:
-            self.unlabeled_split = Split("unlabeled", str(self.unlabeled),
-                                         read_split("text", self.unlabeled))
+        if self.unlabeled:  # after dev/test: transfer text equal to their text is dropped
+            eval_texts = [d.text for s in ("dev", "test") if s in self.splits for d in self.splits[s].docs]
+            docs, self.unlabeled_counts = read_transfer(
+                self.unlabeled, self.unlabeled_encoding, self.limit_unlabeled, eval_texts,
+                self.unlabeled_unit)
+            spec = self.unlabeled if isinstance(self.unlabeled, str) else " + ".join(self.unlabeled)
+            self.unlabeled_split = Split("unlabeled", spec, docs)
         return self.labels
 
     def _check_labels(self, split: Split) -> None:
@@ -328,4 +338,15 @@ class NERDataModule(pl.LightningDataModule):
                 "dir": str(self.dir), "files": self.files, "holdout": self.holdout,
                 "holdout_seed": self.holdout_seed, "limit_train": self.limit_train,
                 "limit_eval": self.limit_eval, "extra_train": self.extra_train,
-                "unlabeled": self.unlabeled}
+                "unlabeled": self.unlabeled, "limit_unlabeled": self.limit_unlabeled,
+                "unlabeled_encoding": self.unlabeled_encoding, "unlabeled_unit": self.unlabeled_unit}
+
+    def unlabeled_report(self) -> dict | None:
+        """What the transfer text gave (for metrics.json): the spec, read_transfer's counts
+        (files read, documents kept, empty / duplicate / dev-test / over-limit units left out)
+        and the windows cut from the documents (None before :meth:`encode`); None without any."""
+        if self.unlabeled_split is None:
+            return None
+        windows = self.unlabeled_split.windows
+        return {"spec": self.unlabeled, **(self.unlabeled_counts or {}),
+                "windows": None if windows is None else len(windows)}

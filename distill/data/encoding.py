@@ -4,7 +4,11 @@ Tokenization uses the fast tokenizer's own ``offset_mapping`` and overflow windo
 (``return_overflowing_tokens`` with ``stride`` = overlap in tokens), so a text longer than
 ``max_length`` becomes several overlapping windows and nothing is truncated away. An entity is
 labelled in every window that contains it whole; predictions are merged back to document-level
-character offsets by :func:`distill.eval.decode.merge_windows`.
+character offsets by :func:`distill.eval.decode.merge_windows`, which lets each span be decided
+by the window in which it has the most context. Consecutive windows share ``stride`` tokens, so
+for a span of m <= ``stride`` tokens that window leaves at least (stride - m) // 2 tokens of
+context on each side it cuts (the windows' cores, the spans each decides, cover the document);
+a longer span may fit whole in no window (counted in :attr:`AlignmentReport.unwindowed`).
 """
 
 from __future__ import annotations
@@ -89,9 +93,10 @@ def encode_documents(
     report: AlignmentReport | None = None,
 ) -> list[Window]:
     """Tokenize ``docs`` into overlapping windows with token-level gold spans."""
-    if stride >= max_length - 2:
+    if not 0 <= stride < max_length - 2:  # consecutive windows overlap, each advances
         raise ConfigError(
-            f"data.stride={stride} must be smaller than data.max_length - 2 = {max_length - 2}"
+            f"data.stride={stride} must be at least 0 and smaller than data.max_length - 2 = "
+            f"{max_length - 2}"
         )
     report = report if report is not None else AlignmentReport()
     windows: list[Window] = []

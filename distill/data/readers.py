@@ -52,19 +52,22 @@ def _error(where: str, message: str) -> DataError:
     return DataError(f"{where}: {message}".replace("\r", "\\r").replace("\n", "\\n"))
 
 
-def _read_text(path: str | os.PathLike) -> str:
-    """The file decoded as UTF-8 (BOM dropped, CRLF -> LF); DataError if missing or not UTF-8."""
+def _read_text(path: str | os.PathLike, encoding: str | None = None, hint: str = "") -> str:
+    """The file decoded as UTF-8, or with the codec ``encoding`` (BOM dropped, CRLF -> LF);
+    DataError if missing or not decodable, naming the line and byte offset, then ``hint``."""
     file = Path(path)
     if not file.is_file():
         raise _error(str(path), "file not found" if not file.exists() else "not a regular file")
     data = file.read_bytes()
     try:
-        text = data.decode("utf-8")
+        text = data.decode(encoding or "utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         bad = data[exc.start : exc.end]
         raise _error(
-            f"{path}:{line}", f"not valid UTF-8 ({exc.reason}: byte {bad!r} at offset {exc.start})"
+            f"{path}:{line}",
+            f"not valid {encoding or 'UTF-8'} ({exc.reason}: byte {bad!r} at offset {exc.start})"
+            f"{hint}",
         ) from None
     return text.removeprefix("\ufeff").replace("\r\n", "\n")
 

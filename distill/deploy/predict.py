@@ -35,7 +35,7 @@ from distill.data.encoding import Window, encode_documents
 from distill.data.readers import read_text
 from distill.deploy.runners import TorchRunner, load_runner
 from distill.errors import CheckpointError, ConfigError, DataError
-from distill.eval.decode import Prediction, merge_windows, threshold_spans, window_predictions
+from distill.eval.decode import Prediction, collect_windows, merge_windows
 from distill.io.atomic import write_atomic
 from distill.io.checkpoint import LoadedModel
 
@@ -100,13 +100,18 @@ class Predictor:
         return {"input_ids": input_ids, "attention_mask": attention_mask,
                 "content_mask": content_mask}
 
-    def collect(self, logits, windows: list[Window], per_doc: dict[int, list]) -> None:
-        """Decode a batch's logits into per-window predictions, grouped by document."""
-        for rows, w in zip(threshold_spans(logits, self.threshold), windows):
-            per_doc.setdefault(w.doc_index, []).append(window_predictions(rows, w.offsets, self.labels))
+    def collect(self, logits, windows: list[Window], per_doc: dict[int, tuple[list, list]]) -> None:
+        """Decode a batch's logits into per-window predictions, grouped by document with the
+        windows' offsets (what :func:`merge_windows` needs to pick each span's window)."""
+        collect_windows(per_doc, logits, [w.offsets for w in windows], [w.doc_index for w in windows],
+                        self.labels, self.threshold)
 
-    def merge(self, per_doc: dict[int, list], n_docs: int) -> list[list[Prediction]]:
-        return [merge_windows(per_doc.get(d, []), self.flat) for d in range(n_docs)]
+    def merge(self, per_doc: dict[int, tuple[list, list]], n_docs: int) -> list[list[Prediction]]:
+        merged = []
+        for d in range(n_docs):
+            predictions, offsets = per_doc.get(d, ([], []))
+            merged.append(merge_windows(predictions, self.flat, offsets))
+        return merged
 
     # -- the API ---------------------------------------------------------------------------
     def predict(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> list[list[Prediction]]:

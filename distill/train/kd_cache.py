@@ -1,8 +1,15 @@
-"""Teacher logits computed once per dataset and reused by later epochs and later students.
+"""The teacher-logit store: the teacher's span logits of every training window, computed once per
+(teacher, windows) and read by later epochs and later students.
 
-The cache holds, for every training window, the upper triangle (i ≤ j) of the teacher's
-(types, n, n) span logits in fp16, in one safetensors file named by a hash of the teacher's
-weights and the windows' token ids. Rank 0 writes it (atomically); every rank reads it.
+A store is a folder ``<cache_dir>/<key>.store/`` of chunks of ``chunk_windows`` windows each:
+``chunk-<k>.values.npy`` holds, window after window and type after type, the upper triangle
+(i ≤ j) of the (types, n, n) logits in fp16 (or, sparse, only the spans that carry the teacher's
+mass: see :class:`TeacherCache`), ``chunk-<k>.index.npy`` each segment's offset in it;
+``meta.json``, written last, marks the store complete. Chunks are written atomically one at a time, so a build that is killed
+continues where it stopped; under DDP rank r labels chunks r, r + world, ... on its own device
+and every rank then reads all of them. Reading memory-maps the chunks (the store is never loaded
+whole into RAM) and happens in the DataLoader's collate (:meth:`TeacherCache.collate`), in its
+worker processes when ``data.num_workers`` > 0, not in ``training_step``.
 
 The weights are hashed tensor by tensor (names in sorted order, dtype, shape, values) with the
 head settings and encoder config, not the teacher's file bytes: a run's best.ckpt, its
@@ -12,6 +19,7 @@ head settings and encoder config, not the teacher's file bytes: a run's best.ckp
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -19,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save
+import numpy as np
 
 from distill.errors import CheckpointError
 from distill.io.atomic import write_atomic
@@ -63,57 +71,207 @@ def cache_key(teacher: SpanNER | str | os.PathLike, dataset) -> str:
     return digest.hexdigest()[:24]
 
 
+FORMAT = "distill-teacher-store/1"
+META = "meta.json"
+
+
 class TeacherCache:
-    """Lazily built cache of the teacher's training-window logits."""
+    """The store of one teacher on one dataset's windows (see the module docstring).
+
+    ``prepare`` builds what is missing (rank ``rank`` of ``world`` labels its share of the chunks)
+    and opens the chunks; ``batch``/``collate`` give dense (B, C, n, n) logits padded with −inf.
+
+    ``floor`` (``kd.store_floor``) makes the store sparse: per (window, type) only the spans whose
+    teacher logit is at least ``floor`` are kept, with the exact log-mass of the others,
+    ``lse_R = log Σ_{r∈R} e^{t_r}``; reading gives every dropped valid span the logit
+    ``lse_R − log|R|``, which keeps the dropped mass exact at T = 1. The softmax-with-threshold KL
+    then differs from the dense one by at most ``P_R · (log|R| + Δ_s)`` per (window, type), with
+    ``P_R ≤ |R| e^floor`` the teacher's probability of the dropped spans and ``Δ_s`` the range of
+    the student's logits over them (``tests/test_teacher_store.py`` checks it)."""
 
     def __init__(self, folder: str | os.PathLike, teacher: SpanNER | str | os.PathLike, dataset,
-                 batch_size: int = 64):
-        self.dataset, self.batch_size = dataset, batch_size
-        self.path = Path(folder) / f"{cache_key(teacher, dataset)}.safetensors"
-        self.values: torch.Tensor | None = None
-        self.starts: torch.Tensor | None = None
+                 batch_size: int = 64, chunk_windows: int = 4096, floor: float | None = None):
+        self.dataset, self.batch_size, self.chunk_windows = dataset, batch_size, int(chunk_windows)
+        self.floor = None if floor is None else float(floor)
+        suffix = "" if self.floor is None else f"-floor{self.floor:g}"
+        self.path = Path(folder) / f"{cache_key(teacher, dataset)}{suffix}.store"
         self.build_seconds: float | None = None
+        self.labelled_windows = 0  # by this process, in this run
+        self._chunks: list | None = None
+        self._triu: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def prepare(self, teacher, device, is_global_zero: bool = True, barrier=lambda: None) -> None:
-        """Build the file on rank 0 if it does not exist yet, then load it on every rank."""
-        if is_global_zero and not self.path.is_file():
+    # -- layout --------------------------------------------------------------------------
+    @property
+    def num_chunks(self) -> int:
+        return max(1, -(-len(self.dataset) // self.chunk_windows))
+
+    def chunk_files(self, k: int) -> dict[str, Path]:
+        """``values`` (fp16), ``index`` (per (window, type) segment starts into values; written
+        last, it marks the chunk done) and, when sparse, ``positions`` (int32 upper-triangle
+        positions of the kept spans) and ``rest`` (fp32 logit of each dropped span)."""
+        names = ["values", "index"] + (["positions", "rest"] if self.floor is not None else [])
+        return {name: self.path / f"chunk-{k:05d}.{name}.npy" for name in names}
+
+    def complete(self) -> bool:
+        return (self.path / META).is_file()
+
+    # -- building ------------------------------------------------------------------------
+    def prepare(self, teacher, device, is_global_zero: bool = True, barrier=lambda: None,
+                rank: int = 0, world: int = 1) -> None:
+        """Label the missing chunks of this rank's share (all of them with one process), wait
+        for the other ranks, mark the store complete (rank 0), open it."""
+        if not self.complete():
             started = time.perf_counter()
-            self._build(teacher, device)
+            mine = [k for k in range(rank, self.num_chunks, world)
+                    if not self.chunk_files(k)["index"].is_file()]
+            if mine:
+                self._build(teacher, device, mine)
+            barrier()
+            if is_global_zero:
+                missing = [k for k in range(self.num_chunks)
+                           if not self.chunk_files(k)["index"].is_file()]
+                if missing:
+                    raise RuntimeError(f"{self.path}: chunks {missing[:5]} were not written")
+                json_meta = {"format": FORMAT, "windows": len(self.dataset),
+                             "types": self.dataset.num_labels, "chunk_windows": self.chunk_windows,
+                             "chunks": self.num_chunks, "dtype": "float16", "floor": self.floor}
+                write_atomic(self.path / META, lambda h: json.dump(json_meta, h, indent=1))
+            barrier()
             self.build_seconds = time.perf_counter() - started
-            log.info("teacher logits cached in %.1f s: %s", self.build_seconds, self.path)
-        barrier()
-        tensors = load_file(self.path)
-        self.values, self.starts = tensors["values"], tensors["starts"]
-        if len(self.starts) != len(self.dataset) + 1:
-            raise RuntimeError(f"{self.path}: cache does not match the dataset")
+            if is_global_zero:
+                log.info("teacher logits cached in %.1f s (%d windows labelled here, %.1f windows/s): "
+                         "%s, %.1f MB", self.build_seconds, self.labelled_windows,
+                         self.labelled_windows / max(self.build_seconds, 1e-9), self.path,
+                         self.bytes() / 1e6)
+        self.open()
 
     @torch.no_grad()
-    def _build(self, teacher, device) -> None:
+    def _build(self, teacher, device, chunks: list[int]) -> None:
         teacher = teacher.to(device).eval()
-        order = sorted(range(len(self.dataset)), key=lambda i: len(self.dataset.windows[i]))
-        pieces: dict[int, torch.Tensor] = {}
-        for lo in range(0, len(order), self.batch_size):
-            ids = order[lo : lo + self.batch_size]
-            batch = self.dataset.collate(ids)
-            logits = teacher(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                             batch["content_mask"].to(device)).float().cpu()
-            for row, index in enumerate(ids):
-                n = len(self.dataset.windows[index])
-                i, j = torch.triu_indices(n, n)
-                pieces[index] = logits[row, :, i, j].flatten().half()
-        sizes = torch.tensor([len(pieces[i]) for i in range(len(self.dataset))])
-        starts = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
-        values = torch.cat([pieces[i] for i in range(len(self.dataset))])
-        payload = save({"values": values, "starts": starts})
-        write_atomic(self.path, lambda handle: handle.write(payload), mode="wb")
+        self.path.mkdir(parents=True, exist_ok=True)
+        for k in chunks:
+            lo, hi = k * self.chunk_windows, min(len(self.dataset), (k + 1) * self.chunk_windows)
+            ids = list(range(lo, hi))
+            by_length = sorted(ids, key=lambda i: len(self.dataset.windows[i]))  # little padding
+            pieces: dict[int, list] = {}
+            for start in range(0, len(ids), self.batch_size):
+                part = by_length[start : start + self.batch_size]
+                batch = self.dataset.collate(part)
+                logits = teacher(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                 batch["content_mask"].to(device)).float().cpu()
+                for row, index in enumerate(part):
+                    i, j = self._indices(len(self.dataset.windows[index]))
+                    pieces[index] = self._segments(logits[row, :, i, j])
+            self._write_chunk(k, [pieces[i] for i in ids])
+            self.labelled_windows += len(ids)
 
-    def batch(self, window_ids: torch.Tensor, n: int) -> torch.Tensor:
-        """(B, C, n, n) float logits of the given windows, padded with −inf."""
-        num_types = self.dataset.num_labels
-        out = torch.full((len(window_ids), num_types, n, n), float("-inf"))
-        for row, index in enumerate(window_ids.tolist()):
-            length = len(self.dataset.windows[index])
-            i, j = torch.triu_indices(length, length)
-            flat = self.values[self.starts[index] : self.starts[index + 1]].float()
-            out[row, :, i, j] = flat.view(num_types, -1)
+    def _segments(self, tri: torch.Tensor) -> list[tuple]:
+        """Per type of one window's (C, T) upper triangle: (values, positions, rest logit)."""
+        if self.floor is None:
+            return [(row.half().numpy(), None, None) for row in tri]
+        keep = tri >= self.floor  # −inf (invalid spans) is never kept
+        rest = torch.isfinite(tri) & ~keep
+        lse = torch.logsumexp(torch.where(rest, tri, float("-inf")), dim=1)
+        count = rest.sum(dim=1)
+        level = torch.where(count > 0, lse - torch.log(count.clamp_min(1).float()),
+                            torch.tensor(float("-inf")))
+        return [(tri[c][keep[c]].half().numpy(), keep[c].nonzero().flatten().int().numpy(),
+                 float(level[c])) for c in range(tri.shape[0])]
+
+    def _write_chunk(self, k: int, windows: list[list[tuple]]) -> None:
+        segments = [seg for window in windows for seg in window]
+        sizes = np.array([len(v) for v, _, _ in segments], dtype=np.int64)
+        files = self.chunk_files(k)
+        _save_npy(files["values"], np.concatenate([v for v, _, _ in segments]) if segments
+                  else np.zeros(0, np.float16))
+        if self.floor is not None:
+            _save_npy(files["positions"], np.concatenate([p for _, p, _ in segments]) if segments
+                      else np.zeros(0, np.int32))
+            _save_npy(files["rest"], np.array([r for _, _, r in segments], dtype=np.float32))
+        _save_npy(files["index"], np.concatenate([[0], np.cumsum(sizes)]))  # last: chunk done
+
+    # -- reading -------------------------------------------------------------------------
+    def open(self) -> None:
+        meta = json.loads((self.path / META).read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT or meta.get("windows") != len(self.dataset):
+            raise RuntimeError(f"{self.path}: store does not match the dataset")
+        self.chunk_windows = int(meta["chunk_windows"])
+        self._chunks = None  # opened lazily, in each process (DataLoader workers included)
+
+    def _open_chunks(self) -> list[dict]:
+        if self._chunks is None:
+            self._chunks = [{name: np.load(f, mmap_mode="r") for name, f in self.chunk_files(k).items()}
+                            for k in range(self.num_chunks)]
+        return self._chunks
+
+    def __getstate__(self) -> dict:  # sent to DataLoader workers: without the open memory maps
+        return {**self.__dict__, "_chunks": None}
+
+    def bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.glob("chunk-*.npy"))
+
+    def report(self) -> dict:
+        """``kd.store`` of metrics.json."""
+        return {"path": str(self.path), "bytes": self.bytes(), "windows": len(self.dataset),
+                "bytes_per_window": round(self.bytes() / max(len(self.dataset), 1), 1),
+                "floor": self.floor,
+                "build_seconds": round(self.build_seconds, 2) if self.build_seconds is not None else None,
+                "labelled_windows": self.labelled_windows}
+
+    def _indices(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if n not in self._triu:
+            self._triu[n] = tuple(torch.triu_indices(n, n))
+        return self._triu[n]
+
+    def window(self, index: int) -> torch.Tensor:
+        """The (C, n(n+1)/2) float upper triangle of one window (dropped spans at their rest
+        logit when sparse, invalid spans −inf)."""
+        chunk = self._open_chunks()[index // self.chunk_windows]
+        types = self.dataset.num_labels
+        first = (index % self.chunk_windows) * types
+        starts = chunk["index"][first : first + types + 1]
+        values = torch.from_numpy(np.asarray(chunk["values"][starts[0] : starts[-1]], np.float32))
+        if self.floor is None:
+            return values.view(types, -1)
+        window = self.dataset.windows[index]
+        i, j = self._indices(len(window))
+        content = torch.tensor(window.content, dtype=torch.bool)
+        valid = content[i] & content[j]
+        rest = torch.from_numpy(np.asarray(chunk["rest"][first : first + types], np.float32))
+        out = torch.where(valid, rest[:, None], torch.tensor(float("-inf")))
+        positions = torch.from_numpy(np.asarray(chunk["positions"][starts[0] : starts[-1]], np.int64))
+        offsets = np.asarray(starts) - starts[0]
+        for c in range(types):
+            out[c, positions[offsets[c] : offsets[c + 1]]] = values[offsets[c] : offsets[c + 1]]
         return out
+
+    def batch(self, window_ids, n: int) -> torch.Tensor:
+        """(B, C, n, n) float logits of the given windows, padded with −inf."""
+        ids = window_ids.tolist() if hasattr(window_ids, "tolist") else list(window_ids)
+        out = torch.full((len(ids), self.dataset.num_labels, n, n), float("-inf"))
+        for row, index in enumerate(ids):
+            i, j = self._indices(len(self.dataset.windows[index]))
+            out[row, :, i, j] = self.window(index)
+        return out
+
+    def collate(self, batch: dict) -> dict:
+        """Add the batch's ``teacher_logits`` (what the DataLoader's collate calls)."""
+        batch["teacher_logits"] = self.batch(batch["window_ids"], batch["input_ids"].shape[1])
+        return batch
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    write_atomic(path, lambda handle: handle.write(buffer.getbuffer()), mode="wb")
+
+
+class CollateWithTeacher:
+    """A DataLoader ``collate_fn``: the dataset's collate, then the store's teacher logits (so they
+    are read in the loader's workers and can be pinned, not in ``training_step``)."""
+
+    def __init__(self, collate, store: TeacherCache):
+        self.collate, self.store = collate, store
+
+    def __call__(self, indices):
+        return self.store.collate(self.collate(indices))

@@ -10,16 +10,18 @@ teacher (or its cached logits) and a ``kd`` config; its loss adds the distillati
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_scheduler
 
 from distill.io import checkpoint
-from distill.eval.decode import decode_batch
-from distill.train.losses import KD_LOSSES, hidden_state_mse, multilabel_categorical_crossentropy
+from distill.eval.decode import collect_windows, merge_windows
+from distill.train.losses import (KD_LOSSES, hidden_state_mse, loss_name,
+                                  multilabel_categorical_crossentropy)
 from distill.eval.metrics import SpanF1, as_report
 from distill.model.span_ner import SpanNER, span_mask
 
@@ -29,15 +31,30 @@ NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
 class NERModule(pl.LightningModule):
+    """``optim`` holds the parameter-group settings (``lr`` for the encoder, ``head_lr``,
+    ``weight_decay``, ``warmup`` share of the steps); ``optimizer(param_groups)`` and
+    ``scheduler(optimizer=, num_warmup_steps=, num_training_steps=)`` are what the ``optim`` and
+    ``scheduler`` config groups build (Hydra partials; AdamW and a linear schedule when not
+    given); ``kd_loss(student, teacher, valid, temperature)`` is the ``kd/loss`` group's term
+    (else ``kd["loss"]`` names one of :data:`~distill.train.losses.KD_LOSSES`)."""
+
     def __init__(self, model: SpanNER, tokenizer, data_config: dict, optim: dict, decode: dict,
                  kd: dict | None = None, teacher: SpanNER | None = None,
-                 layer_map: list[int] | None = None, teacher_cache=None, info: dict | None = None):
+                 layer_map: list[int] | None = None, teacher_cache=None, info: dict | None = None,
+                 optimizer=None, scheduler=None, kd_loss=None):
         super().__init__()
+        optim = {k: v for k, v in dict(optim).items() if k != "optimizer"}
+        kd = dict(kd or {})
+        self.kd_loss = kd_loss or KD_LOSSES[kd.get("loss") or "softmax"]
+        if kd:
+            kd["loss"] = loss_name(self.kd_loss)
         self.save_hyperparameters(
-            {"optim": dict(optim), "decode": dict(decode), "kd": dict(kd) if kd else None,
+            {"optim": optim, "decode": dict(decode), "kd": kd or None,
              "data": dict(data_config), "info": dict(info or {})})
         self.model, self.tokenizer = model.train(), tokenizer  # from_pretrained leaves eval mode
-        self.optim, self.decode_cfg, self.kd = dict(optim), dict(decode), dict(kd or {})
+        self.optim, self.decode_cfg, self.kd = optim, dict(decode), kd
+        self.optimizer_factory = optimizer or torch.optim.AdamW
+        self.scheduler_factory = scheduler or functools.partial(get_scheduler, "linear")
         self.data_config, self.info = dict(data_config), dict(info or {})
         # The teacher is not a registered submodule: it is neither trained nor saved.
         self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
@@ -61,14 +78,22 @@ class NERModule(pl.LightningModule):
                           output_hidden_states=output_hidden_states)
 
     # -- training -------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        if stage == "fit" and self.teacher_cache is not None and self.kd.get("alpha", 0) > 0:
-            self.teacher_cache.prepare(self.teacher, self.device, self.trainer.is_global_zero,
-                                       self.trainer.strategy.barrier)
-
     def on_fit_start(self) -> None:
+        """The teacher goes to this rank's device; the logit store is built there (after
+        Lightning has moved the module: ``setup`` still runs on the CPU), each rank labelling its
+        share of the chunks, then read by every rank."""
         if self.teacher is not None:
             self.teacher.to(self.device)
+        if self.teacher_cache is not None and (self.kd.get("alpha", 0) > 0 or self.pseudo_labels):
+            self.teacher_cache.prepare(self.teacher, self.device, self.trainer.is_global_zero,
+                                       self.trainer.strategy.barrier, self.trainer.global_rank,
+                                       self.trainer.world_size)
+
+    @property
+    def pseudo_labels(self) -> bool:
+        """``kd.pseudo_labels``: the teacher's decoded spans are the gold of unlabeled windows."""
+        return bool(self.kd.get("pseudo_labels", False)) and (
+            self.teacher is not None or self.teacher_cache is not None)
 
     def training_step(self, batch, batch_idx):
         alpha = float(self.kd.get("alpha", 0.0)) if self.teacher is not None or self.teacher_cache else 0.0
@@ -78,23 +103,29 @@ class NERModule(pl.LightningModule):
         valid = span_mask(batch["content_mask"])
         labeled = batch["labeled"]
         loss = torch.zeros((), device=self.device)
+        teacher_logits = teacher_hidden = None
+        if alpha > 0 or beta > 0 or self.pseudo_labels:
+            teacher_logits, teacher_hidden = self.teacher_outputs(batch, need_hidden=beta > 0)
         if alpha < 1:
-            gold = multilabel_categorical_crossentropy(logits, batch["targets"], valid, labeled)
+            targets, weights = batch["targets"], labeled
+            if self.pseudo_labels:  # hard labels: the teacher's decision on the unlabeled windows
+                threshold = float(self.decode_cfg.get("threshold", 0.0))
+                unlabeled = ~labeled.bool()[:, None, None, None]
+                targets = torch.where(unlabeled, teacher_logits > threshold, targets.bool())
+                weights = torch.ones_like(labeled)
+            gold = multilabel_categorical_crossentropy(logits, targets, valid, weights)
             self.log("train/loss_gold", gold)
             loss = loss + (1 - alpha) * gold
-        if alpha > 0 or beta > 0:
-            teacher_logits, teacher_hidden = self.teacher_outputs(batch, need_hidden=beta > 0)
-            if alpha > 0:
-                kd_fn = KD_LOSSES[self.kd.get("loss", "softmax")]
-                kd = kd_fn(logits, teacher_logits, valid, float(self.kd.get("temperature", 1.0)))
-                self.log("train/loss_kd", kd)
-                loss = loss + alpha * kd
-            if beta > 0:
-                pairs_s = [hidden[k + 1] for k in range(len(self.layer_map))]
-                pairs_t = [teacher_hidden[t + 1] for t in self.layer_map]
-                hid = hidden_state_mse(pairs_s, pairs_t, batch["attention_mask"], self.hidden_projections)
-                self.log("train/loss_hidden", hid)
-                loss = loss + beta * hid
+        if alpha > 0:
+            kd = self.kd_loss(logits, teacher_logits, valid, float(self.kd.get("temperature", 1.0)))
+            self.log("train/loss_kd", kd)
+            loss = loss + alpha * kd
+        if beta > 0:
+            pairs_s = [hidden[k + 1] for k in range(len(self.layer_map))]
+            pairs_t = [teacher_hidden[t + 1] for t in self.layer_map]
+            hid = hidden_state_mse(pairs_s, pairs_t, batch["attention_mask"], self.hidden_projections)
+            self.log("train/loss_hidden", hid)
+            loss = loss + beta * hid
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -103,6 +134,8 @@ class NERModule(pl.LightningModule):
         """Teacher logits for the batch (from the cache when there is one) and, when asked,
         its hidden states (always live)."""
         if self.teacher_cache is not None and not need_hidden:
+            if "teacher_logits" in batch:  # read from the store by the DataLoader's collate
+                return batch["teacher_logits"], None
             n = batch["input_ids"].shape[1]
             logits = self.teacher_cache.batch(batch["window_ids"], n).to(self.device)
             return logits, None
@@ -111,16 +144,29 @@ class NERModule(pl.LightningModule):
         return out if need_hidden else (out, None)
 
     # -- evaluation -----------------------------------------------------------------------
-    def predict_documents(self, batch) -> dict[int, list]:
-        logits = self(batch)
-        return decode_batch(logits, batch["offsets"], batch["doc_indices"], self.model.labels,
-                            self.decode_cfg.get("threshold", 0.0), self.decode_cfg.get("flat", False))
-
     def _eval_step(self, batch, split: str) -> None:
-        predicted = self.predict_documents(batch)
-        docs = list(batch["gold"])
-        self.metrics[split].update([[(p.start, p.end, p.type) for p in predicted.get(d, [])] for d in docs],
-                                   [batch["gold"][d] for d in docs])
+        """Decode the batch's windows; score each document once all its windows are in. A long
+        document spans several batches, all on this rank (the sampler shards by document)."""
+        windows, gold = self._eval_pending(split)
+        collect_windows(windows, self(batch), batch["offsets"], batch["doc_indices"],
+                        self.model.labels, self.decode_cfg.get("threshold", 0.0))
+        gold.update(batch["gold"])
+        self._score(split, [d for d, n in batch["doc_windows"].items() if len(windows[d][0]) == n])
+
+    def _eval_pending(self, split: str) -> tuple[dict, dict]:
+        """{doc: (window predictions, window offsets)} and {doc: gold} of the documents of this
+        epoch's evaluation not scored yet."""
+        return self.__dict__.setdefault("_pending", {}).setdefault(split, ({}, {}))
+
+    def _score(self, split: str, docs) -> None:
+        windows, gold = self._eval_pending(split)
+        flat = self.decode_cfg.get("flat", False)
+        predicted = []
+        for d in docs:
+            predictions, offsets = windows.pop(d)
+            predicted.append(merge_windows(predictions, flat, offsets))
+        self.metrics[split].update([[(p.start, p.end, p.type) for p in doc] for doc in predicted],
+                                   [gold.pop(d) for d in docs])
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -129,6 +175,7 @@ class NERModule(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def _eval_epoch_end(self, split: str) -> None:
+        self._score(split, list(self._eval_pending(split)[0]))  # cut short (limit_*_batches)
         metric = self.metrics[split]
         report = as_report(metric)
         self.reports["dev" if split == "val" else "test"] = report
@@ -152,11 +199,12 @@ class NERModule(pl.LightningModule):
             lr = float(self.optim["lr"]) if name.startswith("model.encoder.") else head_lr
             decay = 0.0 if any(k in name for k in NO_DECAY) else float(self.optim.get("weight_decay", 0.0))
             groups.setdefault((lr, decay), []).append(param)
-        optimizer = torch.optim.AdamW(
+        optimizer = self.optimizer_factory(
             [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()])
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(float(self.optim.get("warmup", 0.1)) * total)
-        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
+        scheduler = self.scheduler_factory(optimizer=optimizer, num_warmup_steps=warmup,
+                                           num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, ckpt: dict) -> None:

@@ -280,6 +280,9 @@ def fit_and_evaluate(cfg: DictConfig, module: NERModule, datamodule: NERDataModu
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     seconds = time.perf_counter() - started
+    store = getattr(module, "teacher_cache", None)
+    if store is not None and store.build_seconds:  # the teacher labelling is not training time
+        seconds -= store.build_seconds
     best = run_dir / BEST
     ckpt_path = str(best) if best.is_file() else None
     if ckpt_path is None:
@@ -300,7 +303,9 @@ def fit_and_evaluate(cfg: DictConfig, module: NERModule, datamodule: NERDataModu
                   "steps": trainer.global_step,
                   "examples_per_second":
                       round(windows * epochs * share / seconds, 2) if seconds else None},
-        "data": datamodule.config() | {"alignment": _alignment(datamodule)},
+        "data": datamodule.config() | {"alignment": _alignment(datamodule),
+                                       "unlabeled": datamodule.unlabeled_report()},
+        "seed": cfg.get("seed"),
         "checkpoint": str(best.resolve()) if ckpt_path else None,
         "run": {"config": state.digest, "resumed_from": ckpt,
                 "resumed_at_step": state.start_step if ckpt else None},
