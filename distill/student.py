@@ -158,7 +158,7 @@ def train_student(cfg: DictConfig) -> dict:
              "kd": dict(module.kd)}
     extra["kd"]["cache_used"] = cache is not None  # kd.cache is moot without a KD term
     if cache is not None:
-        datamodule.teacher_store = cache  # the train loader's collate reads the logits
+        datamodule.train_batch_hook = cache.collate  # the train loader reads the teacher's logits
 
     def finalize(metrics: dict) -> None:
         _add_retention(metrics)

@@ -237,3 +237,96 @@ def test_students_with_extra_training_data_are_named_and_compared_like_for_like(
     assert with_text["unlabeled"] == "aug/swap.jsonl"
     # against the plain no-KD job (dev 0.70), not the mean with the extra-gold one (0.90)
     assert with_text["kd_gain"] == pytest.approx(100 * (0.80 - 0.70))
+
+
+def seeded_student(folder: Path, ckpt: str, alpha: float, dev: float, test: float,
+                   seed: int | None, depth: int = 3) -> Path:
+    metrics = student_metrics(ckpt, depth, "uniform", alpha, dev, test)
+    metrics["checkpoint"] = str((folder / "best.ckpt").resolve())
+    if seed is not None:
+        metrics["seed"] = seed
+    return write_run(folder, metrics)
+
+
+def test_seeds_of_one_configuration_are_one_row_of_means(runs):
+    """Two seeds of a KD student and two of its no-KD twin: one row each (mean ± half the range),
+    the KD gain on the means; every run stays in the CSV with its seed; a single seed is as before."""
+    sweep = runs["root"] / "seeds"
+    for job, alpha, dev, test, seed in (("kd1", 0.5, 0.80, 0.70, 1), ("kd42", 0.5, 0.82, 0.74, 42),
+                                        ("none1", 0.0, 0.75, 0.66, 1), ("none42", 0.0, 0.76, 0.68, 42)):
+        seeded_student(sweep / job, runs["ckpt"], alpha, dev, test, seed if job != "kd42" else None)
+    # written before metrics.json recorded the seed: the Hydra config says it
+    (sweep / "kd42" / ".hydra" / "config.yaml").write_text("seed: 42\ndata:\n  name: sample\n")
+    seeded_student(sweep / "one", runs["ckpt"], 0.5, 0.60, 0.50, 7, depth=1)
+    # the same seed twice is no pair of seeds (some other setting differs): each stays a row
+    for job in ("again_a", "again_b"):
+        seeded_student(sweep / job, runs["ckpt"], 0.0, 0.50, 0.40, 3, depth=1)
+    out = runs["root"] / "report"
+    result = compare.compare([runs["teacher"], sweep], out, latency=False)
+
+    shown = by_name(result["table_rows"])
+    assert list(shown) == ["teacher 4L", "3L uniform KD", "3L uniform no-KD", "1L uniform KD",
+                           "1L uniform no-KD (again_a)", "1L uniform no-KD (again_b)"]
+    kd, none = shown["3L uniform KD"], shown["3L uniform no-KD"]
+    assert kd["seeds"] == "1;42" and kd["note"] == "mean of 2 seeds" and kd["params"] == 750_000
+    assert kd["test_f1"] == pytest.approx(0.72) and kd["test_f1_spread"] == pytest.approx(0.02)
+    assert none["dev_f1"] == pytest.approx(0.755) and none["dev_f1_spread"] == pytest.approx(0.005)
+    assert kd["retention_pct"] == pytest.approx(90.0) and kd["retention_pct_spread"] == pytest.approx(2.5)
+    # the gain on the means (72 - 67), ± the sum of both half-ranges (2 + 1)
+    assert kd["kd_gain"] == pytest.approx(5.0) and kd["kd_gain_spread"] == pytest.approx(3.0)
+    assert kd["kd_gain_split"] == "test" and none["kd_gain"] is None
+
+    rows = by_name(result["rows"])
+    assert rows["3L uniform KD seed=42"]["seed"] == 42
+    assert rows["3L uniform KD seed=1"]["kd_gain"] == pytest.approx(3.0)  # 70 - mean 67
+    single = rows["1L uniform KD"]
+    # against the mean of two no-KD runs of one seed (no seed spread): as before, no ±
+    assert single["seed"] == 7 and single["seeds"] is None and single["kd_gain_spread"] is None
+    assert single["kd_gain"] == pytest.approx(100 * (0.50 - 0.40))
+
+    md = (out / "comparison.md").read_text()
+    assert "seeds/{kd1,kd42}` | n=2: 1, 42 | student |" in md
+    assert "| 81.00 ± 1.00 | 72.00 ± 2.00 | 50.00 ± 0.00 | 90.0 ± 2.5 | +5.00 ± 3.00 |" in md
+    assert "| 75.50 ± 0.50 | 67.00 ± 1.00 |" in md
+    line = next(ln for ln in md.splitlines() if ln.startswith("| 1L uniform KD |"))
+    assert "| 7 |" in line and "±" not in line  # one seed: as before, its seed shown
+    assert "half their range" in md and "2 configurations trained with several seeds" in md
+
+    with open(out / "comparison.csv", newline="") as handle:
+        csv_rows = list(csv.DictReader(handle))
+    assert [r["name"] for r in csv_rows][1:4] == ["3L uniform KD seed=1", "3L uniform KD seed=42",
+                                                  "3L uniform KD"]
+    group = csv_rows[3]
+    assert group["role"] == "student" and group["seeds"] == "1;42" and group["seed"] == ""
+    assert group["note"] == "mean of 2 seeds" and float(group["kd_gain_spread"]) == pytest.approx(3.0)
+    assert csv_rows[1]["seed"] == "1" and len(csv_rows) == 1 + 4 + 2 + 3
+    assert (out / "f1_vs_depth.png").stat().st_size > 1000
+
+
+def test_unlabeled_text_recorded_as_read_transfer_counts(runs):
+    """data.unlabeled as read_transfer's record (files, documents, windows ...): named by its
+    files' basenames, and compared with the plain no-KD student."""
+    folder = runs["sweep"] / "7"
+    metrics = student_metrics(runs["ckpt"], 2, "bottom", 0.5, 0.78, None)
+    metrics["checkpoint"] = str((folder / "best.ckpt").resolve())
+    metrics["data"]["unlabeled"] = {"files": ["/corpus/reuters/part1.txt", "/corpus/reuters/part2.txt"],
+                                    "documents": 40, "windows": 52, "dropped_eval_duplicates": 2}
+    write_run(folder, metrics)
+    rows = by_name(compare.compare([runs["root"]], latency=False)["rows"])
+    row = rows["2L bottom KD +part1 (KD text) +part2 (KD text)"]
+    assert row["unlabeled"] == "part1.txt;part2.txt"
+    assert row["kd_gain"] == pytest.approx(100 * (0.78 - 0.70)) and row["kd_gain_spread"] is None
+
+
+def test_seed_rows_latency_is_the_mean_of_their_models(runs, monkeypatch):
+    fake = FakeBench()
+    monkeypatch.setitem(sys.modules, "distill.report.bench",
+                        types.SimpleNamespace(load_bench_model=fake.load_bench_model, measure=fake.measure))
+    sweep = runs["root"] / "seeds"
+    seeded_student(sweep / "a", runs["ckpt"], 0.5, 0.80, 0.70, 1)
+    seeded_student(sweep / "b", runs["ckpt"], 0.5, 0.84, 0.74, 2)
+    result = compare.compare([runs["teacher"], sweep], runs["root"] / "out", repeats=1, warmup=0)
+    assert len(fake.calls[0]["models"]) == 3  # every run is measured
+    group = by_name(result["table_rows"])["3L uniform KD"]
+    assert group["p50_ms"] == pytest.approx(6.0) and group["speedup"] == pytest.approx(8.0 / 6.0)
+    assert (runs["root"] / "out" / "f1_vs_latency.png").stat().st_size > 1000

@@ -123,3 +123,14 @@ def test_teacher_evaluation_uses_this_rank_s_own_gpu(monkeypatch):
     assert this_rank_device("cpu") == 1
     monkeypatch.delenv("LOCAL_RANK")
     assert this_rank_device("gpu") == [0]
+
+
+def test_ddp_evaluation_with_fewer_documents_than_ranks(tiny_bert, tmp_path):
+    """One dev and one test document, two ranks: rank 1 gets no document. It must still take part
+    in the metric sync (a padding batch) instead of skipping the loop and leaving rank 0 waiting
+    for ever; the document is scored once."""
+    data = ["data.limit_train=8", "data.batch_size=4", "data.limit_eval=1"]
+    run("distill.teacher", f"model.name_or_path={tiny_bert}", *data, *DDP,
+        f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, timeout=300)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["dev"]["documents"] == metrics["test"]["documents"] == 1

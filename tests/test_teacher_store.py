@@ -14,7 +14,8 @@ from conftest import SAMPLE
 from distill.data.datamodule import NERDataModule
 from distill.data.document import Document
 from distill.io.load import load_checkpoint
-from distill.train.kd_cache import CollateWithTeacher, TeacherCache
+from distill.data.datamodule import CollateThen
+from distill.train.kd_cache import TeacherCache
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_logits_are_read_in_the_loader_workers(teacher_and_set, tmp_path):
     store = TeacherCache(tmp_path, teacher, dataset, batch_size=8)
     store.prepare(teacher, "cpu")
     loader = DataLoader(list(range(len(dataset))), batch_size=6, num_workers=2,
-                        collate_fn=CollateWithTeacher(dataset.collate, store))
+                        collate_fn=CollateThen(dataset.collate, store.collate))
     for batch in loader:
         _, logits = live(teacher, dataset, batch["window_ids"].tolist())
         finite = torch.isfinite(logits)

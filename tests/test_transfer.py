@@ -225,3 +225,23 @@ def test_reuters_real_file_parses():
     assert len(lines) > 5 * counts["articles"] and not any("\x03" in line or "&lt;" in line for line in lines)
     _, latin = tool.convert([folder / "reut2-017.sgm"], "article")  # the one non-UTF-8 file
     assert latin["non_ascii_bytes"] == 1
+
+
+def test_transfer_ratio_mixes_all_gold_with_the_next_share_of_transfer_text():
+    """data.transfer_ratio: each epoch holds every gold window and ratio x as many transfer
+    windows, the next ones of a fixed permutation, so the epochs walk through all the transfer
+    text while the gold is re-seen every epoch."""
+    from distill.data.datamodule import BucketBatchSampler
+
+    gold, transfer = 10, 35
+    sampler = BucketBatchSampler([4] * (gold + transfer), list(range(gold + transfer)), batch_size=4,
+                                 shuffle=True, transfer=(gold, 5))
+    seen = []
+    for epoch in range(7):
+        sampler.set_epoch(epoch)
+        windows = sorted(i for batch in sampler for i in batch)
+        assert windows[:gold] == list(range(gold))  # all the gold, once
+        extra = windows[gold:]
+        assert len(extra) == 5 and len(set(extra)) == 5 and all(i >= gold for i in extra)
+        seen += extra
+    assert sorted(seen) == list(range(gold, gold + transfer))  # 7 epochs x 5 = all 35, once each

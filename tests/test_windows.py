@@ -159,3 +159,17 @@ def test_evaluation_of_documents_split_across_batches_equals_one_batch(tiny_bert
     assert len(sizes) == 1  # the second run: every window in one batch
     assert reports[0] == reports[1] and reports[0]["documents"] == 15
     assert 0 < reports[0]["f1"] < 1
+
+
+def test_an_evaluation_rank_without_documents_gets_one_unscored_batch(monkeypatch):
+    """DDP with fewer evaluation documents than ranks: the rank that gets none still runs one
+    (padding) batch, so it reaches the metric sync instead of skipping the loop and leaving the
+    other ranks waiting; the padding batch scores nothing."""
+    import distill.data.datamodule as datamodule
+    from distill.data.datamodule import PADDING, BucketBatchSampler
+
+    monkeypatch.setattr(datamodule, "_world", lambda: (2, 1))
+    sampler = BucketBatchSampler([5], [0], batch_size=4, shuffle=False)  # one document, 2 ranks
+    assert list(sampler) == [[PADDING]] and len(sampler) == 1
+    monkeypatch.setattr(datamodule, "_world", lambda: (2, 0))
+    assert list(BucketBatchSampler([5], [0], batch_size=4, shuffle=False)) == [[0]]

@@ -28,6 +28,7 @@ from distill.errors import ConfigError, DataError
 log = logging.getLogger("distill")
 
 SPLITS = ("train", "dev", "test")
+PADDING = -1  # the window index of the padding batch (a copy of window 0 that nothing scores)
 
 
 @dataclass
@@ -57,6 +58,9 @@ class WindowDataset(Dataset):
         return index
 
     def collate(self, indices: list[int]) -> dict:
+        if list(indices) == [PADDING]:  # an evaluation rank without documents: see the sampler
+            batch = self.collate([0])
+            return batch | {"padding": True, "gold": {}, "doc_windows": {}}
         windows = [self.windows[i] for i in indices]
         b, n = len(windows), max(len(w) for w in windows)
         input_ids = torch.full((b, n), self.pad_id, dtype=torch.long)
@@ -95,13 +99,16 @@ class BucketBatchSampler(Sampler[list[int]]):
     their windows laid end to end and cut into batches of ``batch_size`` windows."""
 
     def __init__(self, lengths: list[int], groups: list[int], batch_size: int, shuffle: bool,
-                 seed: int = 0, pool: int = 50):
+                 seed: int = 0, pool: int = 50, transfer: tuple[int, int] | None = None):
         self.lengths, self.batch_size, self.shuffle, self.seed, self.pool = (
             lengths, batch_size, shuffle, seed, pool)
         members: dict[int, list[int]] = {}
         for index, group in enumerate(groups):
             members.setdefault(group, []).append(index)
         self.groups = list(members.values())
+        # (gold groups, transfer groups per epoch): groups from ``gold`` on are transfer text, of
+        # which each epoch takes the next ``per_epoch`` (cycling through them over the epochs)
+        self.transfer = transfer
         self.epoch = 0
         self.skip = 0  # batches of the next iteration to leave out (a resumed epoch)
 
@@ -114,9 +121,24 @@ class BucketBatchSampler(Sampler[list[int]]):
         sampler itself: without this, every epoch would repeat the first one's order."""
         return self
 
+    def _epoch_groups(self) -> list[list[int]]:
+        """This epoch's groups: all of them, or with ``transfer`` the gold ones and this epoch's
+        share of the transfer text, a fixed-seed permutation walked epoch after epoch."""
+        if self.transfer is None:
+            return list(self.groups)
+        gold, per_epoch = self.transfer
+        extra = self.groups[gold:]
+        if not extra:
+            return list(self.groups)
+        order = list(range(len(extra)))
+        random.Random(self.seed).shuffle(order)
+        start = self.epoch * per_epoch
+        picked = [order[(start + k) % len(order)] for k in range(min(per_epoch, len(order)))]
+        return self.groups[:gold] + [extra[k] for k in picked]
+
     def _batches(self) -> list[list[int]]:
         rng = random.Random(self.seed + self.epoch)
-        groups = list(self.groups)
+        groups = self._epoch_groups()
         if self.shuffle:
             rng.shuffle(groups)
         world, rank = _world()
@@ -124,6 +146,8 @@ class BucketBatchSampler(Sampler[list[int]]):
             if self.shuffle:  # training: equal batch counts on every rank
                 groups += groups[: (-len(groups)) % world]
             groups = groups[rank::world]
+            if not groups and self.groups:  # fewer documents than ranks: one batch scored by no
+                return [[PADDING]]          # one, so that this rank still joins the metric sync
         batches: list[list[int]] = []
         span = self.batch_size * self.pool
         for lo in range(0, len(groups), span):
@@ -140,6 +164,17 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._batches())
+
+
+class CollateThen:
+    """A DataLoader ``collate_fn``: ``collate``, then ``hook`` on the batch (picklable, so it runs
+    in the loader's worker processes)."""
+
+    def __init__(self, collate, hook):
+        self.collate, self.hook = collate, hook
+
+    def __call__(self, indices):
+        return self.hook(self.collate(indices))
 
 
 class ResumableLoader(DataLoader):
@@ -195,7 +230,7 @@ class NERDataModule(pl.LightningDataModule):
                  holdout_seed: int = 0, unlabeled: str | list[str] | None = None, seed: int = 0,
                  name: str | None = None, extra_train: str | list[str] | None = None,
                  limit_unlabeled: int | None = None, unlabeled_encoding: str | None = None,
-                 unlabeled_unit: str | None = None):
+                 unlabeled_unit: str | None = None, transfer_ratio: float | None = None):
         super().__init__()
         options, extra_train = _plain(options), _plain(extra_train)
         self.dir, self.format, self.options = Path(str(dir)), format, dict(options or {})
@@ -207,6 +242,12 @@ class NERDataModule(pl.LightningDataModule):
         # transfer text (distill.data.transfer): how much, decoded how, cut into documents how
         self.limit_unlabeled, self.unlabeled_encoding = limit_unlabeled, unlabeled_encoding
         self.unlabeled_unit = unlabeled_unit
+        if transfer_ratio is not None and not float(transfer_ratio) > 0:
+            raise ConfigError(f"data.transfer_ratio={transfer_ratio}: expected a number > 0 (or null)")
+        self.transfer_ratio = None if transfer_ratio is None else float(transfer_ratio)
+        # a function of each collated train batch, run in the loader (its workers too): the
+        # student's teacher-logit store adds the teacher's logits there (TeacherCache.collate)
+        self.train_batch_hook = None
         self.unlabeled_counts: dict | None = None  # what read_transfer kept and dropped
         self.name = name
         self.extra_train = [extra_train] if isinstance(extra_train, str) else list(extra_train or [])
@@ -314,12 +355,20 @@ class NERDataModule(pl.LightningDataModule):
         dataset = self.dataset(split)
         training = split == "train" if shuffle is None else shuffle
         groups = list(range(len(dataset))) if training else [w.doc_index for w in dataset.windows]
+        transfer = None
+        if split == "train" and self.transfer_ratio is not None and self.unlabeled_split is not None:
+            gold = len(self.splits["train"].windows)
+            transfer = (gold, max(1, round(self.transfer_ratio * gold)))
         sampler = BucketBatchSampler(
             [len(w) for w in dataset.windows], groups,
-            self.batch_size if training else self.eval_batch_size, shuffle=training, seed=self.seed)
+            self.batch_size if training else self.eval_batch_size, shuffle=training, seed=self.seed,
+            transfer=transfer)
+        collate = dataset.collate
+        if split == "train" and self.train_batch_hook is not None:
+            collate = CollateThen(collate, self.train_batch_hook)
         return (ResumableLoader if training else DataLoader)(
-            dataset, batch_sampler=sampler, collate_fn=dataset.collate,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+            dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self):
         return self.loader("train")
@@ -339,7 +388,8 @@ class NERDataModule(pl.LightningDataModule):
                 "holdout_seed": self.holdout_seed, "limit_train": self.limit_train,
                 "limit_eval": self.limit_eval, "extra_train": self.extra_train,
                 "unlabeled": self.unlabeled, "limit_unlabeled": self.limit_unlabeled,
-                "unlabeled_encoding": self.unlabeled_encoding, "unlabeled_unit": self.unlabeled_unit}
+                "unlabeled_encoding": self.unlabeled_encoding, "unlabeled_unit": self.unlabeled_unit,
+                "transfer_ratio": self.transfer_ratio}
 
     def unlabeled_report(self) -> dict | None:
         """What the transfer text gave (for metrics.json): the spec, read_transfer's counts

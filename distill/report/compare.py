@@ -4,8 +4,10 @@
 CPU latency for all models in one process, interleaved, after warm-up and on the same inputs
 (:mod:`distill.report.bench`), so the numbers are comparable with each other, and writes
 ``comparison.md``, ``comparison.csv`` (:mod:`distill.report.table`), ``f1_vs_latency.png`` and
-``f1_vs_depth.png`` (:mod:`distill.report.plots`). :func:`run` is ``python -m distill.compare``
-(conf/compare.yaml): it checks the config, compares and prints the table.
+``f1_vs_depth.png`` (:mod:`distill.report.plots`). A configuration trained with several seeds is
+one row of the table and one point of the plots (mean ± spread); the CSV keeps every run and adds
+that row. :func:`run` is ``python -m distill.compare`` (conf/compare.yaml): it checks the config,
+compares and prints the table.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from distill.report.runs import (
     display_path,
     load_runs,
     measure_latency,
+    seed_groups,
+    table_rows,
     warn,
 )
 from distill.report.table import machine_note, markdown_table, write_csv, write_markdown
@@ -32,7 +36,8 @@ from distill.report.table import machine_note, markdown_table, write_csv, write_
 
 def compare(paths: list[Path], output: Path | None = None, latency: bool = True,
             repeats: int = 20, warmup: int = 3, runtime: str | None = None) -> dict:
-    """Build the comparison; returns {"rows", "failed", "files", "table"}."""
+    """Build the comparison; returns {"rows" (one per run), "table_rows" (one per configuration:
+    a group of seeds as its means), "groups" (those of them), "failed", "files", "table"}."""
     runs, failed = load_runs(paths)
     for f in failed:
         warn(f"failed or incomplete run: {display_path(f.path)}: {f.reason}")
@@ -48,21 +53,29 @@ def compare(paths: list[Path], output: Path | None = None, latency: bool = True,
         notes += measure_latency(rows, repeats=repeats, warmup=warmup, runtime=runtime)
     add_speedups(rows)
     add_kd_gains(rows)
+    shown = table_rows(rows)
+    add_speedups(shown, rows)
+    add_kd_gains(shown, rows)
+    groups = [r for r in shown if r["seeds"]]
     if output is None:
         output = paths[0] if paths[0].is_dir() else paths[0].parent
     output.mkdir(parents=True, exist_ok=True)
     files = {"md": output / "comparison.md", "csv": output / "comparison.csv"}
     plots = []
-    if plot_f1_vs_latency(rows, output / "f1_vs_latency.png"):
+    if plot_f1_vs_latency(shown, output / "f1_vs_latency.png"):
         plots.append("f1_vs_latency.png")
-    if plot_f1_vs_depth(rows, output / "f1_vs_depth.png"):
+    if plot_f1_vs_depth(shown, output / "f1_vs_depth.png"):
         plots.append("f1_vs_depth.png")
     files.update({p: output / p for p in plots})
-    table = markdown_table(rows)
-    write_csv(rows, files["csv"])
+    table = markdown_table(shown)
+    # every run, each group of seeds after its runs
+    group_of = {id(unit[-1]): row for unit, row in zip(seed_groups(rows), shown) if len(unit) > 1}
+    write_csv([r for run in rows for r in (run, group_of.get(id(run))) if r is not None], files["csv"])
     write_markdown(rows, failed, files["md"], table, paths, notes, plots,
-                   {"warmup": warmup, "repeats": repeats, "machine": machine_note()} if latency else None)
-    return {"rows": rows, "failed": failed, "files": files, "table": table}
+                   {"warmup": warmup, "repeats": repeats, "machine": machine_note()} if latency else None,
+                   groups)
+    return {"rows": rows, "table_rows": shown, "groups": groups, "failed": failed, "files": files,
+            "table": table}
 
 
 def run(cfg: DictConfig) -> dict:

@@ -1,5 +1,6 @@
 """The comparison's plots (matplotlib, written as PNG): F1 vs CPU latency with its Pareto front,
-and F1 vs student depth by pruning strategy."""
+and F1 vs student depth by pruning strategy. A row of several seeds is its mean, with an error bar
+of its spread (half the range)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def plot_f1_vs_latency(rows: list[dict], path: Path) -> bool:
         if sel:
             ax.scatter([points[i][0] for i in sel], [points[i][1] for i in sel], marker=marker,
                        s=160 if marker == "*" else 50, color=color, label=label, zorder=3)
+            _error_bars(ax, [rows[i] for i in sel], [points[i][0] for i in sel], split, color)
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:red",
             linewidth=1.5, marker="o", markersize=12, markerfacecolor="none", zorder=2,
             label="Pareto front")
@@ -83,6 +85,7 @@ def plot_f1_vs_depth(rows: list[dict], path: Path) -> bool:
             color = colors(k % 10)
             ax.plot(list(best), list(best.values()), linestyle=style, marker=marker, color=color,
                     label=f"{pruning or '?'}, {'KD' if kd == 'KD' else 'no KD'}")
+            _error_bars(ax, sel, [r["depth"] for r in sel], split, color)
             if len(best) < len(sel):
                 ax.scatter([r["depth"] for r in sel], [100 * r[f"{split}_f1"] for r in sel],
                            marker=marker, color=color, alpha=0.4, s=18)
@@ -95,6 +98,15 @@ def plot_f1_vs_depth(rows: list[dict], path: Path) -> bool:
         ax.set_xticks(depths)
     return _save(plt, fig, ax, path, "student depth (layers)", f"{split} F1 (%)",
                  f"{split} F1 vs depth, by pruning strategy")
+
+
+def _error_bars(ax, rows: list[dict], xs: list[float], split: str, color) -> None:
+    """Error bars (± the spread over seeds) at the rows that have one."""
+    bars = [(x, 100 * r[f"{split}_f1"], 100 * r[f"{split}_f1_spread"]) for x, r in zip(xs, rows)
+            if r.get(f"{split}_f1_spread") is not None]
+    if bars:
+        x, y, err = zip(*bars)
+        ax.errorbar(x, y, yerr=err, fmt="none", ecolor=color, capsize=3, linewidth=1, zorder=2)
 
 
 def _pyplot():

@@ -8,6 +8,13 @@ becomes a :class:`Failed`, never skipped silently. Each student's teacher
 (deduplicated by checkpoint path). :func:`build_rows` gives the rows (columns :data:`COLUMNS`), in
 table order; :func:`measure_latency` times them all in one process, interleaved
 (:mod:`distill.report.bench`).
+
+Runs alike but for their seed (:data:`SEED_KEY`, distinct known seeds) are one configuration:
+:func:`seed_groups` finds them, :func:`table_rows` gives the table's rows, a group of several
+seeds as one row of means ± spread (half the range, (max − min) / 2: mean ± spread spans every
+seed's value) and :func:`add_kd_gains` compares the means (± the sum of both sides' half-ranges).
+Rows also hold keys outside :data:`COLUMNS`, not written to the CSV: ``model_name``, and
+``group`` (the group's name) on the runs of a group of several seeds.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from distill.errors import DistillError
@@ -31,11 +39,19 @@ LATENCY_TOKENS = 64
 THROUGHPUT_BATCH = 32
 
 COLUMNS = [  # comparison.csv, in order
-    "name", "run", "role", "data", "extra_train", "unlabeled", "depth", "layers", "pruning", "init", "kd", "kd_alpha",
-    "kd_temperature", "kd_loss", "kd_beta", "params", "dev_f1", "test_f1", "dev_exact_match",
-    "test_exact_match", "retention_pct", "retention_split", "kd_gain", "kd_gain_split", "p50_ms", "p95_ms",
-    "throughput_per_s", "speedup", "runtime", "checkpoint", "teacher_checkpoint", "note",
+    "name", "run", "seed", "seeds", "role", "data", "extra_train", "unlabeled", "depth", "layers", "pruning",
+    "init", "kd", "kd_alpha", "kd_temperature", "kd_loss", "kd_beta", "params", "dev_f1", "dev_f1_spread",
+    "test_f1", "test_f1_spread", "dev_exact_match", "dev_exact_match_spread", "test_exact_match",
+    "test_exact_match_spread", "retention_pct", "retention_pct_spread", "retention_split", "kd_gain",
+    "kd_gain_spread", "kd_gain_split", "p50_ms", "p95_ms", "throughput_per_s", "speedup", "runtime",
+    "checkpoint", "teacher_checkpoint", "note",
 ]
+# what makes runs one configuration trained with several seeds: the row but for its run folder,
+# checkpoint, seed and metrics
+SEED_KEY = ("role", "model_name", "teacher_checkpoint", "depth", "layers", "pruning", "init", "kd",
+            "kd_alpha", "kd_temperature", "kd_loss", "kd_beta", "data", "extra_train", "unlabeled")
+# the metrics a group of seeds shows as mean ± spread (a ``<key>_spread`` column each)
+SPREAD_KEYS = ("dev_f1", "test_f1", "dev_exact_match", "test_exact_match", "retention_pct")
 
 
 class CompareError(DistillError):
@@ -61,20 +77,41 @@ class Run:
             ckpt = self.run_dir / BEST
         return ckpt_key(ckpt) if ckpt else None
 
+    @cached_property
+    def hydra_config(self) -> dict:
+        """The run's ``.hydra/config.yaml`` (unresolved), {} without one."""
+        path = self.run_dir / ".hydra" / "config.yaml" if self.run_dir is not None else None
+        if path is None or not path.is_file():
+            return {}
+        from omegaconf import OmegaConf
+        try:
+            config = OmegaConf.to_container(OmegaConf.load(path))
+        except Exception as err:  # noqa: BLE001 - one unreadable config must not sink the table
+            warn(f"{path}: unreadable ({type(err).__name__}), its seed and data not read")
+            return {}
+        return config if isinstance(config, dict) else {}
+
+    @property
+    def seed(self) -> int | None:
+        """The run's seed: from metrics.json, else (older runs) its Hydra config; None if neither."""
+        seed = self.metrics["seed"] if "seed" in self.metrics else self.hydra_config.get("seed")
+        return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
     @property
     def training_extras(self) -> tuple[str | None, str | None]:
-        """(extra gold-labelled training files, KD-only text file) the run trained on besides
-        the dataset's train split; runs written before metrics.json recorded them are read from
-        their Hydra config."""
+        """(extra gold-labelled training files, KD-only text) the run trained on besides the
+        dataset's train split, each as its files joined with ";"; runs written before
+        metrics.json recorded them are read from their Hydra config. The KD-only text is a path
+        or a list of them (older runs), or read_transfer's record of it (``{"files": [...],
+        "documents": ..., ...}``): then named by its files' basenames."""
         data = self.metrics.get("data") or {}
-        if "extra_train" not in data and self.run_dir is not None:
-            hydra_cfg = self.run_dir / ".hydra" / "config.yaml"
-            if hydra_cfg.is_file():
-                from omegaconf import OmegaConf
-                data = OmegaConf.to_container(OmegaConf.load(hydra_cfg).get("data") or {})
-        extra = data.get("extra_train") or []
-        extra = [extra] if isinstance(extra, str) else extra
-        return ";".join(map(str, extra)) or None, data.get("unlabeled") or None
+        if "extra_train" not in data:
+            data = self.hydra_config.get("data") or data
+        unlabeled = data.get("unlabeled")
+        if isinstance(unlabeled, dict):
+            files = unlabeled.get("files") or unlabeled.get("spec")
+            unlabeled = [Path(str(f)).name for f in ([files] if isinstance(files, str) else files or [])]
+        return _joined(data.get("extra_train")), _joined(unlabeled)
 
     @property
     def teacher_checkpoint(self) -> str | None:
@@ -88,6 +125,12 @@ class Run:
 class Failed:
     path: Path
     reason: str
+
+
+def _joined(files) -> str | None:
+    """A path or a list of them as one text (";" between), None for none."""
+    files = [files] if isinstance(files, str) else files or []
+    return ";".join(map(str, files)) or None
 
 
 def ckpt_key(path) -> str:
@@ -272,7 +315,7 @@ def build_rows(runs: list[Run]) -> list[dict]:
         row = {c: None for c in COLUMNS}
         where = run.run_dir or (Path(m["checkpoint"]).parent if m.get("checkpoint") else None)
         extra_train, unlabeled = run.training_extras
-        row.update(role=run.role, run=display_path(where),
+        row.update(role=run.role, run=display_path(where), seed=run.seed, model_name=model.get("name"),
                    data=(m.get("data") or {}).get("name"), params=model.get("params"),
                    extra_train=extra_train, unlabeled=unlabeled,
                    dev_f1=_f1(m, "dev"), test_f1=_f1(m, "test"),
@@ -301,35 +344,129 @@ def build_rows(runs: list[Run]) -> list[dict]:
 
 
 def name_rows(rows: list[dict]) -> None:
-    """Short, unique labels for the table and the plots."""
-    for row in rows:
-        if row["role"] == TEACHER:
-            row["name"] = f"teacher {row['depth']}L" if row["depth"] is not None else "teacher"
-        else:
-            name = f"{row['depth']}L {row['pruning']} {'KD' if row['kd'] == 'KD' else 'no-KD'}"
-            if row["init"] not in (None, "teacher"):
-                name += f" init={row['init']}"
+    """Short, unique labels for the table and the plots: one per configuration (the runs of a
+    group of several seeds share it as ``group`` and add `` seed=N`` to it)."""
+    units = seed_groups(rows)
+    for unit in units:
+        name = _base_name(unit[0])
+        for row in unit:
             row["name"] = name
-        for key, what in (("extra_train", "gold"), ("unlabeled", "KD text")):
-            if row[key]:
-                row["name"] += "".join(f" +{Path(f).stem} ({what})" for f in row[key].split(";"))
     for refine in (_kd_suffix, _run_suffix):
         counts: dict[str, int] = {}
-        for row in rows:
-            counts[row["name"]] = counts.get(row["name"], 0) + 1
-        for row in rows:
-            if counts[row["name"]] > 1:
-                row["name"] += refine(row)
+        for unit in units:
+            counts[unit[0]["name"]] = counts.get(unit[0]["name"], 0) + 1
+        for unit in units:
+            if counts[unit[0]["name"]] > 1:
+                suffix = refine(unit)
+                for row in unit:
+                    row["name"] += suffix
+    for unit in (u for u in units if len(u) > 1):
+        for row in unit:
+            row["group"] = row["name"]
+            row["name"] += f" seed={row['seed']}"
 
 
-def _kd_suffix(row: dict) -> str:
+def _base_name(row: dict) -> str:
+    if row["role"] == TEACHER:
+        name = f"teacher {row['depth']}L" if row["depth"] is not None else "teacher"
+    else:
+        name = f"{row['depth']}L {row['pruning']} {'KD' if row['kd'] == 'KD' else 'no-KD'}"
+        if row["init"] not in (None, "teacher"):
+            name += f" init={row['init']}"
+    for key, what in (("extra_train", "gold"), ("unlabeled", "KD text")):
+        if row[key]:
+            name += "".join(f" +{Path(f).stem} ({what})" for f in row[key].split(";"))
+    return name
+
+
+def _kd_suffix(unit: list[dict]) -> str:
+    row = unit[0]
     if row["role"] == TEACHER or row["kd"] != "KD":
         return ""
     return f" α={fmt_num(row['kd_alpha'])} T={fmt_num(row['kd_temperature'])}"
 
 
-def _run_suffix(row: dict) -> str:
-    return f" ({Path(row['run']).name or row['run']})" if row["run"] else ""
+def _run_suffix(unit: list[dict]) -> str:
+    names = [Path(r["run"]).name or r["run"] for r in unit if r["run"]]
+    return f" ({','.join(names)})" if names else ""
+
+
+# ----------------------------------------------------------------------------- seeds
+
+def seed_groups(rows: list[dict]) -> list[list[dict]]:
+    """``rows`` as configurations, in order (a group where its first run is): the runs alike in
+    :data:`SEED_KEY` form one group when their seeds are all known and distinct (else, e.g. a
+    sweep over a setting the rows do not show, each run stands alone)."""
+    by_key: dict[tuple, list[dict]] = {}
+    for row in rows:
+        by_key.setdefault(tuple(row.get(k) for k in SEED_KEY), []).append(row)
+    units, placed = [], set()
+    for row in rows:
+        members = by_key[tuple(row.get(k) for k in SEED_KEY)]
+        seeds = [m["seed"] for m in members]
+        if len(members) < 2 or None in seeds or len(set(seeds)) < len(seeds):
+            units.append([row])
+        elif id(members[0]) not in placed:
+            placed.add(id(members[0]))
+            units.append(members)
+    return units
+
+
+def table_rows(rows: list[dict]) -> list[dict]:
+    """The table's rows: each run alone, a group of several seeds as one row of means
+    (:func:`seed_row`)."""
+    return [unit[0] if len(unit) == 1 else seed_row(unit) for unit in seed_groups(rows)]
+
+
+def seed_row(members: list[dict]) -> dict:
+    """One row for the runs of a configuration trained with several seeds: F1, exact-match and
+    retention as the mean with ``<key>_spread`` half their range; params, latency and
+    throughput the mean (the same model shape); ``seeds`` the seeds, ``note`` "mean of n seeds".
+    Speed-up and KD gain are left to :func:`add_speedups` and :func:`add_kd_gains`."""
+    first = members[0]
+    row = {c: None for c in COLUMNS} | {k: first.get(k) for k in SEED_KEY}
+    row.update(name=first.get("group") or first["name"], run=runs_label(members),
+               seeds=";".join(str(s) for s in sorted(m["seed"] for m in members)),
+               note=f"mean of {len(members)} seeds",
+               runtime=next((m["runtime"] for m in members if m["runtime"]), None))
+    for key in SPREAD_KEYS:
+        row[key], row[f"{key}_spread"] = mean_spread([m[key] for m in members])
+    splits = {m["retention_split"] for m in members}
+    if len(splits) == 1:
+        row["retention_split"] = splits.pop()
+    else:  # some seeds against test, some against dev: no one number
+        row["retention_pct"] = row["retention_pct_spread"] = None
+    if row["role"] == TEACHER:
+        row["retention_pct_spread"] = None  # 100 % by definition
+    for key in ("params", "p50_ms", "p95_ms", "throughput_per_s"):
+        values = [m[key] for m in members if is_number(m[key])]
+        row[key] = sum(values) / len(values) if values else None
+    if all(isinstance(m["params"], int) for m in members):
+        row["params"] = round(row["params"])
+    return row
+
+
+def mean_spread(values: list) -> tuple[float | None, float | None]:
+    """(mean, half the range) of ``values``; (None, None) unless every value is a number."""
+    if not values or not all(is_number(v) for v in values):
+        return None, None
+    return sum(values) / len(values), (max(values) - min(values)) / 2
+
+
+def several_seeds(rows: list[dict]) -> bool:
+    return len({r["seed"] for r in rows if r["seed"] is not None}) > 1
+
+
+def runs_label(rows: list[dict]) -> str:
+    """The run folders of ``rows``: one as it is, several with one parent as ``parent/{a,b}``,
+    else joined with ";"."""
+    runs = [r["run"] for r in rows if r["run"]]
+    if len(runs) < 2:
+        return runs[0] if runs else ""
+    parents = {str(Path(r).parent) for r in runs}
+    if len(parents) > 1:
+        return ";".join(runs)
+    return str(Path(parents.pop()) / ("{" + ",".join(Path(r).name for r in runs) + "}"))
 
 
 def sort_runs(runs: list[Run]) -> list[Run]:
@@ -417,16 +554,19 @@ def _by_case(results: list[dict], models: list, cases: list[tuple[int, int]]) ->
     return out
 
 
-def add_kd_gains(rows: list[dict]) -> None:
+def add_kd_gains(rows: list[dict], runs: list[dict] | None = None) -> None:
     """``kd_gain``: a KD student's F1 minus that of the same student trained without KD (same
-    teacher, gold training data, kept layers and init; the mean when there are several), in F1
-    points, on test when both have it, else dev. What the distillation term itself bought (with
-    its KD-only text, if any: a student without KD cannot use unlabeled text)."""
+    teacher, gold training data, kept layers and init; the mean when there are several, e.g.
+    seeds), in F1 points, on test when both have it, else dev. What the distillation term itself
+    bought (with its KD-only text, if any: a student without KD cannot use unlabeled text).
+    ``runs``: the per-run rows the no-KD twins come from (default ``rows``); a row of several
+    seeds compares its mean. ``kd_gain_spread``, when either side has several seeds: the sum of
+    both sides' half-ranges (the half-range of every KD run − no-KD run difference)."""
     def same_student(row: dict) -> tuple:
         return (row["teacher_checkpoint"], row["data"], row["extra_train"], row["layers"], row["init"])
 
     baselines: dict[tuple, list[dict]] = {}
-    for row in rows:
+    for row in rows if runs is None else runs:
         if row["role"] == STUDENT and row["kd"] == "none":
             baselines.setdefault(same_student(row), []).append(row)
     for row in rows:
@@ -434,15 +574,19 @@ def add_kd_gains(rows: list[dict]) -> None:
         if not base:
             continue
         for split in ("test", "dev"):
-            ours, theirs = row[f"{split}_f1"], [b[f"{split}_f1"] for b in base]
-            if ours is not None and all(t is not None for t in theirs):
-                row["kd_gain"] = 100.0 * (ours - sum(theirs) / len(theirs))
+            ours, (theirs, spread) = row[f"{split}_f1"], mean_spread([b[f"{split}_f1"] for b in base])
+            if ours is not None and theirs is not None:
+                row["kd_gain"] = 100.0 * (ours - theirs)
                 row["kd_gain_split"] = split
+                if row[f"{split}_f1_spread"] is not None or several_seeds(base):
+                    row["kd_gain_spread"] = 100.0 * ((row[f"{split}_f1_spread"] or 0.0) + spread)
                 break
 
 
-def add_speedups(rows: list[dict]) -> None:
-    p50 = {r["checkpoint"]: r["p50_ms"] for r in rows if r["role"] == TEACHER}
+def add_speedups(rows: list[dict], runs: list[dict] | None = None) -> None:
+    """``speedup``: the teacher's p50 (from ``runs``, default ``rows``) / the row's p50."""
+    p50 = {r["checkpoint"]: r["p50_ms"] for r in (rows if runs is None else runs)
+           if r["role"] == TEACHER and r["checkpoint"]}
     for row in rows:
         if row["role"] == TEACHER:
             row["speedup"] = 1.0 if row["p50_ms"] else None

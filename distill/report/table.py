@@ -19,8 +19,10 @@ from distill.report.runs import (
 )
 
 
-def _pct(value) -> str:
-    return "" if value is None else f"{100 * value:.2f}"
+def _pct(value, spread=None) -> str:
+    """A fraction in %, with `` ± spread`` when it has one."""
+    return _plus_minus(None if value is None else 100 * value,
+                       None if spread is None else 100 * spread, ".2f")
 
 
 def _params(value) -> str:
@@ -40,27 +42,45 @@ def kd_text(row: dict) -> str:
     return text
 
 
-def exact_match(row: dict) -> float | None:
-    return row["test_exact_match"] if row["test_exact_match"] is not None else row["dev_exact_match"]
+def exact_match(row: dict) -> tuple[float | None, float | None]:
+    """(exact-match, its spread over seeds): on test when the row has it, else dev."""
+    split = "test" if row["test_exact_match"] is not None else "dev"
+    return row[f"{split}_exact_match"], row.get(f"{split}_exact_match_spread")
 
 
-MD_HEADER = ["model", "run", "role", "depth", "layers", "pruning", "init", "KD (α, T, loss)",
+def seeds_text(row: dict) -> str:
+    """The seed of a run, or ``n=2: 1, 42`` for a row of several seeds."""
+    if row.get("seeds"):
+        seeds = row["seeds"].split(";")
+        return f"n={len(seeds)}: {', '.join(seeds)}"
+    return fmt_num(row.get("seed"))
+
+
+def _plus_minus(value: float | None, spread: float | None, form: str) -> str:
+    if value is None:
+        return ""
+    return format(value, form) + ("" if spread is None else f" ± {spread:{form.lstrip('+')}}")
+
+
+MD_HEADER = ["model", "run", "seed", "role", "depth", "layers", "pruning", "init", "KD (α, T, loss)",
              "params", "dev F1", "test F1", "EM", "F1 retention %", "KD gain", "p50 ms (1×64)",
              "seq/s (32×64)", "speed-up"]
 
 
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(MD_HEADER) + " |",
-             "|" + "|".join("---" if i < 8 else "---:" for i in range(len(MD_HEADER))) + "|"]
+             "|" + "|".join("---" if i < 9 else "---:" for i in range(len(MD_HEADER))) + "|"]
     for r in rows:
         cells = [
-            r["name"], f"`{r['run']}`" if r["run"] else "", r["role"], fmt_num(r["depth"]),
+            r["name"], f"`{r['run']}`" if r["run"] else "", seeds_text(r), r["role"], fmt_num(r["depth"]),
             r["layers"] or "", r["pruning"] or "", r["init"] or "", kd_text(r), _params(r["params"]),
-            _pct(r["dev_f1"]), _pct(r["test_f1"]), _pct(exact_match(r)),
+            _pct(r["dev_f1"], r.get("dev_f1_spread")), _pct(r["test_f1"], r.get("test_f1_spread")),
+            _pct(*exact_match(r)),
             "" if r["retention_pct"] is None else
-            f"{r['retention_pct']:.1f}" + (" (dev)" if r["retention_split"] == "dev" and r["role"] == STUDENT else ""),
-            "" if r["kd_gain"] is None else
-            f"{r['kd_gain']:+.2f}" + (" (dev)" if r["kd_gain_split"] == "dev" else ""),
+            _plus_minus(r["retention_pct"], r.get("retention_pct_spread"), ".1f")
+            + (" (dev)" if r["retention_split"] == "dev" and r["role"] == STUDENT else ""),
+            "" if r["kd_gain"] is None else _plus_minus(r["kd_gain"], r.get("kd_gain_spread"), "+.2f")
+            + (" (dev)" if r["kd_gain_split"] == "dev" else ""),
             "" if r["p50_ms"] is None else f"{r['p50_ms']:.2f}",
             "" if r["throughput_per_s"] is None else f"{r['throughput_per_s']:.1f}",
             "" if r["speedup"] is None else f"{r['speedup']:.2f}×",
@@ -81,20 +101,35 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def write_markdown(rows: list[dict], failed: list[Failed], path: Path, table: str,
                    inputs: list[Path], notes: list[str], plots: list[str],
-                   latency: dict | None) -> None:
+                   latency: dict | None, groups: list[dict] = ()) -> None:
+    """``rows``: one per run (their notes are listed); ``groups``: the table's rows of several
+    seeds, explained under the table when there are any."""
     n_teachers = sum(r["role"] == TEACHER for r in rows)
     datasets = sorted({r["data"] for r in rows if r["data"]})
     parts = ["# Teacher / student comparison", "",
              f"{len(rows)} models ({n_teachers} teacher{'s' * (n_teachers != 1)}, "
              f"{len(rows) - n_teachers} students)"
              + (f" on {', '.join(datasets)}" if datasets else "")
-             + f", from {', '.join(f'`{display_path(p)}`' for p in inputs)}.", "", table, "",
+             + f", from {', '.join(f'`{display_path(p)}`' for p in inputs)}"
+             + (f"; {len(groups)} configuration{'s' * (len(groups) != 1)} trained with several seeds,"
+                f" one row each" if groups else "") + ".", "", table, "",
              "- F1, exact-match (EM) in %; EM is on the test split when the run has one, else dev.",
              "- F1 retention: student F1 / its teacher's F1 on the same split (test when both have"
              " one, else dev, marked), the teacher as evaluated in the student's own run.",
              "- KD gain: a KD student's F1 minus the same student's (same teacher, layers and init)"
-             " trained without KD, in F1 points (test, else dev, marked): what distillation added.",
+             " trained without KD, in F1 points (test, else dev, marked): what distillation added;"
+             " against the mean when that student was trained with several seeds.",
              ]
+    if groups or any(r["kd_gain_spread"] is not None for r in rows):
+        parts.append(
+            "- mean ± spread: runs alike but for their seed are one row (seed column: n = how many"
+            " seeds, and which): the mean over the seeds ± the spread, half their range"
+            " ((max − min) / 2, not the standard deviation), so the interval spans every seed's"
+            " value; params, latency and throughput are the mean over the seeds' models (one"
+            " shape). KD gain: the KD mean minus the no-KD mean, ± the sum of both sides'"
+            " half-ranges (the half-range of every KD seed − no-KD seed difference)."
+            " comparison.csv has every run (with its seed) and these rows (note \"mean of n"
+            " seeds\", `seeds`, `*_spread`).")
     if latency:
         parts.append(
             f"- Latency: CPU, measured by `distill.compare` for all models in one process,"

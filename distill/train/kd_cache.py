@@ -264,14 +264,3 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     write_atomic(path, lambda handle: handle.write(buffer.getbuffer()), mode="wb")
-
-
-class CollateWithTeacher:
-    """A DataLoader ``collate_fn``: the dataset's collate, then the store's teacher logits (so they
-    are read in the loader's workers and can be pinned, not in ``training_step``)."""
-
-    def __init__(self, collate, store: TeacherCache):
-        self.collate, self.store = collate, store
-
-    def __call__(self, indices):
-        return self.store.collate(self.collate(indices))

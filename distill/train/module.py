@@ -146,7 +146,12 @@ class NERModule(pl.LightningModule):
     # -- evaluation -----------------------------------------------------------------------
     def _eval_step(self, batch, split: str) -> None:
         """Decode the batch's windows; score each document once all its windows are in. A long
-        document spans several batches, all on this rank (the sampler shards by document)."""
+        document spans several batches, all on this rank (the sampler shards by document). A
+        padding batch (a rank with no document) is run, so the rank joins the metric sync, and
+        not scored."""
+        if batch.get("padding"):
+            self(batch)
+            return
         windows, gold = self._eval_pending(split)
         collect_windows(windows, self(batch), batch["offsets"], batch["doc_indices"],
                         self.model.labels, self.decode_cfg.get("threshold", 0.0))
