@@ -20,11 +20,16 @@ $(STAMP): pyproject.toml
 
 DEMO := outputs/demo
 
+# students: distilled with the bundled transfer text (4000 unlabeled sentences; each epoch all the
+# gold and the next 800 of them) vs the same students on the gold sentences alone
 demo: setup
 	rm -rf $(DEMO)
 	$(PY) -m distill.teacher trainer.max_epochs=10 hydra.run.dir=$(DEMO)/teacher
-	$(PY) -m distill.student -m teacher=$(DEMO)/teacher student.depth=4,2 kd=default,none \
-		trainer.max_epochs=10 hydra.sweep.dir=$(DEMO)/students
+	$(PY) -m distill.student -m teacher=$(DEMO)/teacher student.depth=4,2 kd=default \
+		'data.unlabeled=$${pkgdir:distill}/data/sample/unlabeled.txt' data.transfer_ratio=2 \
+		trainer.max_epochs=10 hydra.sweep.dir=$(DEMO)/students_kd
+	$(PY) -m distill.student -m teacher=$(DEMO)/teacher student.depth=4,2 kd=none \
+		trainer.max_epochs=10 hydra.sweep.dir=$(DEMO)/students_gold
 	$(PY) -m distill.compare $(DEMO)
 
 test: setup

@@ -19,11 +19,14 @@ CHINESE = {"cluener", "cmeee", "resume_ner"}
 TEACHERS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.endswith("_students"))
 STUDENTS = sorted(p.stem for p in (CONF / "experiment").glob("*_students.yaml"))
 ENCODER_VARIANTS = ("_mpnet",)  # <dataset>_mpnet: the same dataset with another teacher encoder
+# <dataset>_lowlabel: the same dataset in a study of its own (a teacher on a few labelled
+# documents; its students run one by one, with seeds, not as the 16-student sweep)
+STUDY_VARIANTS = ("_lowlabel",)
 
 
 def dataset_of(experiment: str) -> str:
     name = experiment.removesuffix("_students")
-    for variant in ENCODER_VARIANTS:
+    for variant in ENCODER_VARIANTS + STUDY_VARIANTS:
         name = name.removesuffix(variant)
     return name
 
@@ -88,10 +91,13 @@ def test_student_experiment_composes(name):
     assert cfg.data.name is None and cfg.data.dir is None  # data comes from the teacher checkpoint
     assert cfg.data.batch_size == teacher_cfg.data.batch_size
     assert 0 < cfg.trainer.max_epochs <= teacher_cfg.trainer.max_epochs  # students train no longer than their teacher
-    assert cfg.hydra.sweep.dir == f"outputs/{dataset}/students"
-    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
-    assert params == {"student.depth": "1,2,3,4", "student.pruning": "uniform,bottom",
-                      "kd": "default,none"}
+    if dataset.endswith(STUDY_VARIANTS):
+        assert cfg.data.unlabeled is None and cfg.student.depth == 4  # the text is a run's choice
+    else:
+        assert cfg.hydra.sweep.dir == f"outputs/{dataset}/students"
+        params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+        assert params == {"student.depth": "1,2,3,4", "student.pruning": "uniform,bottom",
+                          "kd": "default,none"}
     # another teacher on the command line; the no-KD baseline really has alpha 0
     other = compose_cfg("student", [f"+experiment={name}", "teacher=/some/run/best.ckpt", "kd=none"])
     assert other.teacher == "/some/run/best.ckpt" and other.kd.alpha == 0.0

@@ -6,7 +6,8 @@ The output is deterministic: running
 
     python tools/make_sample.py
 
-rewrites ``distill/data/sample/{train,dev,test}.jsonl`` (the package data) byte for byte; a
+rewrites ``distill/data/sample/{train,dev,test}.jsonl`` and ``unlabeled.txt`` (the package data)
+byte for byte; a
 folder given as the first argument gets them instead.
 
 Format: one JSON object per line, ``{"text": str, "entities": [{"start", "end", "type"}]}``
@@ -28,6 +29,7 @@ from pathlib import Path
 
 SEED = 20240613
 SIZES = {"train": 400, "dev": 100, "test": 100}
+UNLABELED = 4000  # sentences of unlabeled.txt
 HELDOUT_FRACTION = 0.3  # share of each atomic name pool reserved for dev/test
 HELDOUT_DRAW = 0.5  # in dev/test, chance that an atomic draw comes from the held-out part
 REUSE = 0.7  # in dev/test, chance that an entity slot reuses a filler train drew for that slot kind
@@ -717,6 +719,13 @@ def main(out_dir: Path | None = None) -> None:
         with open(out_dir / f"{split}.jsonl", "w", encoding="utf-8", newline="\n") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    # Raw text of the same kind, labels dropped: transfer text for distillation (data.unlabeled).
+    # Drawn after the labelled splits (which stay byte for byte as they were), like dev/test: a
+    # mix of names train has seen and names it has not; no sentence of train/dev/test repeats.
+    rows = make_split("unlabeled", UNLABELED, rng, seen, nest_p=NEST_P, memory=memory)
+    with open(out_dir / "unlabeled.txt", "w", encoding="utf-8", newline="\n") as f:
+        for row in rows:
+            f.write(row["text"] + "\n")
 
 
 if __name__ == "__main__":
