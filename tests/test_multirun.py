@@ -70,7 +70,7 @@ def student_sweep(tiny_teacher) -> Path:
 def test_student_multirun_then_compare(tiny_teacher, student_sweep, capsys):
     sweep, root = student_sweep, tiny_teacher.parent
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert jobs == ["0_d1_uniform_kd-default", "1_d2_uniform_kd-default"]
+    assert jobs == ["0_d1_bottom_kd-default", "1_d2_bottom_kd-default"]  # bottom: the default
     assert command.main([str(sweep), "--output", str(root / "report"), "--no-latency"]) == 0
     printed = capsys.readouterr().out
     rows = compare.compare([sweep], root / "report2", latency=False)["rows"]
@@ -83,7 +83,7 @@ def test_student_multirun_then_compare(tiny_teacher, student_sweep, capsys):
         expected = metrics["test"]["f1"] / metrics["teacher"]["test"]["f1"]
         assert row["retention_pct"] == pytest.approx(100 * expected)
     md = (root / "report" / "comparison.md").read_text()
-    assert "| teacher 2L |" in printed and "| 1L uniform KD |" in printed
+    assert "| teacher 2L |" in printed and "| 1L bottom KD |" in printed
     assert md.split("## Failed or incomplete runs")[1].strip() == "None."
     assert (root / "report" / "comparison.csv").is_file()
     assert (root / "report" / "f1_vs_depth.png").is_file()

@@ -370,6 +370,17 @@ class NERDataModule(pl.LightningDataModule):
             dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
 
+    def train_windows_per_epoch(self) -> int:
+        """Training windows an epoch holds: gold, plus the transfer text (all of it, or its
+        ``transfer_ratio`` share)."""
+        gold = len(self.splits["train"].windows)
+        if self.unlabeled_split is None:
+            return gold
+        transfer = len(self.unlabeled_split.windows)
+        if self.transfer_ratio is not None:
+            transfer = min(transfer, max(1, round(self.transfer_ratio * gold)))
+        return gold + transfer
+
     def train_dataloader(self):
         return self.loader("train")
 

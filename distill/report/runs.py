@@ -102,15 +102,16 @@ class Run:
         """(extra gold-labelled training files, KD-only text) the run trained on besides the
         dataset's train split, each as its files joined with ";"; runs written before
         metrics.json recorded them are read from their Hydra config. The KD-only text is a path
-        or a list of them (older runs), or read_transfer's record of it (``{"files": [...],
-        "documents": ..., ...}``): then named by its files' basenames."""
+        or a list of them (older runs), or read_transfer's record of it (``{"spec", "files": [...],
+        "documents": ..., ...}``): then named by its ``spec``, else its files' basenames."""
         data = self.metrics.get("data") or {}
         if "extra_train" not in data:
             data = self.hydra_config.get("data") or data
         unlabeled = data.get("unlabeled")
-        if isinstance(unlabeled, dict):
-            files = unlabeled.get("files") or unlabeled.get("spec")
-            unlabeled = [Path(str(f)).name for f in ([files] if isinstance(files, str) else files or [])]
+        if isinstance(unlabeled, dict):  # as the user gave it (what older runs recorded), else files
+            files = unlabeled.get("files")
+            unlabeled = unlabeled.get("spec") or [
+                Path(str(f)).name for f in ([files] if isinstance(files, str) else files or [])]
         return _joined(data.get("extra_train")), _joined(unlabeled)
 
     @property

@@ -290,7 +290,7 @@ def fit_and_evaluate(cfg: DictConfig, module: NERModule, datamodule: NERDataModu
     trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
     if "test" in datamodule.splits:
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
-    windows = len(datamodule.splits["train"].windows)
+    windows = datamodule.train_windows_per_epoch()
     epochs = max(trainer.current_epoch, 1)
     # a resumed run timed only its own share of the steps
     steps = trainer.global_step
