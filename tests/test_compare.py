@@ -330,3 +330,20 @@ def test_seed_rows_latency_is_the_mean_of_their_models(runs, monkeypatch):
     group = by_name(result["table_rows"])["3L uniform KD"]
     assert group["p50_ms"] == pytest.approx(6.0) and group["speedup"] == pytest.approx(8.0 / 6.0)
     assert (runs["root"] / "out" / "f1_vs_latency.png").stat().st_size > 1000
+
+
+def test_kd_gain_takes_the_no_kd_schedule_best_on_dev():
+    """A no-KD twin trained for several schedules (epochs): the KD gain is measured against the
+    one best on dev, not the mean of all (a gain must not be just a longer schedule)."""
+    from distill.report.runs import COLUMNS, add_kd_gains
+
+    def row(kd, epochs, dev, test, seed=1):
+        r = {c: None for c in COLUMNS}
+        r.update(role="student", kd=kd, epochs=epochs, dev_f1=dev, test_f1=test, seed=seed,
+                 teacher_checkpoint="t", data="d", layers="0,1", init="teacher")
+        return r
+
+    kd = row("KD", 2, 0.86, 0.83)
+    rows = [kd, row("none", 10, 0.85, 0.82), row("none", 20, 0.84, 0.80), row("none", 2, 0.80, 0.78)]
+    add_kd_gains(rows)
+    assert kd["kd_gain"] == pytest.approx(1.0) and kd["kd_gain_split"] == "test"

@@ -40,7 +40,7 @@ THROUGHPUT_BATCH = 32
 
 COLUMNS = [  # comparison.csv, in order
     "name", "run", "seed", "seeds", "role", "data", "extra_train", "unlabeled", "depth", "layers", "pruning",
-    "init", "kd", "kd_alpha", "kd_temperature", "kd_loss", "kd_beta", "params", "dev_f1", "dev_f1_spread",
+    "init", "kd", "kd_alpha", "kd_temperature", "kd_loss", "kd_beta", "epochs", "params", "dev_f1", "dev_f1_spread",
     "test_f1", "test_f1_spread", "dev_exact_match", "dev_exact_match_spread", "test_exact_match",
     "test_exact_match_spread", "retention_pct", "retention_pct_spread", "retention_split", "kd_gain",
     "kd_gain_spread", "kd_gain_split", "p50_ms", "p95_ms", "throughput_per_s", "speedup", "runtime",
@@ -49,7 +49,8 @@ COLUMNS = [  # comparison.csv, in order
 # what makes runs one configuration trained with several seeds: the row but for its run folder,
 # checkpoint, seed and metrics
 SEED_KEY = ("role", "model_name", "teacher_checkpoint", "depth", "layers", "pruning", "init", "kd",
-            "kd_alpha", "kd_temperature", "kd_loss", "kd_beta", "data", "extra_train", "unlabeled")
+            "kd_alpha", "kd_temperature", "kd_loss", "kd_beta", "data", "extra_train", "unlabeled",
+            "epochs")
 # the metrics a group of seeds shows as mean ± spread (a ``<key>_spread`` column each)
 SPREAD_KEYS = ("dev_f1", "test_f1", "dev_exact_match", "test_exact_match", "retention_pct")
 
@@ -317,6 +318,7 @@ def build_rows(runs: list[Run]) -> list[dict]:
         where = run.run_dir or (Path(m["checkpoint"]).parent if m.get("checkpoint") else None)
         extra_train, unlabeled = run.training_extras
         row.update(role=run.role, run=display_path(where), seed=run.seed, model_name=model.get("name"),
+                   epochs=(m.get("train") or {}).get("epochs"),
                    data=(m.get("data") or {}).get("name"), params=model.get("params"),
                    extra_train=extra_train, unlabeled=unlabeled,
                    dev_f1=_f1(m, "dev"), test_f1=_f1(m, "test"),
@@ -558,7 +560,7 @@ def _by_case(results: list[dict], models: list, cases: list[tuple[int, int]]) ->
 def add_kd_gains(rows: list[dict], runs: list[dict] | None = None) -> None:
     """``kd_gain``: a KD student's F1 minus that of the same student trained without KD (same
     teacher, gold training data, kept layers and init; the mean when there are several, e.g.
-    seeds), in F1 points, on test when both have it, else dev. What the distillation term itself
+    seeds; of the schedule best on dev when it was trained for several), in F1 points, on test when both have it, else dev. What the distillation term itself
     bought (with its KD-only text, if any: a student without KD cannot use unlabeled text).
     ``runs``: the per-run rows the no-KD twins come from (default ``rows``); a row of several
     seeds compares its mean. ``kd_gain_spread``, when either side has several seeds: the sum of
@@ -566,10 +568,17 @@ def add_kd_gains(rows: list[dict], runs: list[dict] | None = None) -> None:
     def same_student(row: dict) -> tuple:
         return (row["teacher_checkpoint"], row["data"], row["extra_train"], row["layers"], row["init"])
 
-    baselines: dict[tuple, list[dict]] = {}
+    schedules: dict[tuple, dict] = {}  # same student -> {epochs: its no-KD runs}
     for row in rows if runs is None else runs:
         if row["role"] == STUDENT and row["kd"] == "none":
-            baselines.setdefault(same_student(row), []).append(row)
+            schedules.setdefault(same_student(row), {}).setdefault(row.get("epochs"), []).append(row)
+    # trained for several schedules, the twin is the one best on dev (the no-KD student trained as
+    # long as it pays, so that a gain is not just a longer schedule)
+    def dev_mean(group: list[dict]) -> float:
+        mean = mean_spread([r["dev_f1"] for r in group])[0]
+        return float("-inf") if mean is None else mean
+
+    baselines = {key: max(groups.values(), key=dev_mean) for key, groups in schedules.items()}
     for row in rows:
         base = baselines.get(same_student(row)) if row["role"] == STUDENT and row["kd"] == "KD" else None
         if not base:
