@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -116,9 +117,7 @@ def test_loss_is_the_documented_mixture(setup):
 
 def test_cache_returns_the_live_teachers_logits(setup, tmp_path):
     dm, _, teacher, _ = setup
-    ckpt = tmp_path / "teacher.bin"
-    ckpt.write_bytes(b"teacher weights stand-in")
-    cache = TeacherCache(tmp_path / "cache", ckpt, dm.dataset("train"), batch_size=5)
+    cache = TeacherCache(tmp_path / "cache", teacher, dm.dataset("train"), batch_size=5)
     cache.prepare(teacher, "cpu")
     assert cache.complete() and cache.path.is_dir()
     ids = [3, 0, 17, 9]
@@ -130,10 +129,12 @@ def test_cache_returns_the_live_teachers_logits(setup, tmp_path):
     assert torch.equal(finite, torch.isfinite(cached))
     assert torch.allclose(live[finite], cached[finite], atol=1e-2, rtol=1e-3)  # fp16 storage
     # The same data and teacher give the same file; another teacher another one.
-    again = TeacherCache(tmp_path / "cache", ckpt, dm.dataset("train"))
+    again = TeacherCache(tmp_path / "cache", teacher, dm.dataset("train"))
     assert again.path == cache.path
-    ckpt.write_bytes(b"another teacher")
-    assert TeacherCache(tmp_path / "cache", ckpt, dm.dataset("train")).path != cache.path
+    other = copy.deepcopy(teacher)
+    with torch.no_grad():
+        next(other.parameters()).view(-1)[0] += 1.0
+    assert TeacherCache(tmp_path / "cache", other, dm.dataset("train")).path != cache.path
 
 
 @pytest.fixture(scope="module")

@@ -357,8 +357,7 @@ class NERDataModule(pl.LightningDataModule):
         groups = list(range(len(dataset))) if training else [w.doc_index for w in dataset.windows]
         transfer = None
         if split == "train" and self.transfer_ratio is not None and self.unlabeled_split is not None:
-            gold = len(self.splits["train"].windows)
-            transfer = (gold, max(1, round(self.transfer_ratio * gold)))
+            transfer = (len(self.splits["train"].windows), self._transfer_share())
         sampler = BucketBatchSampler(
             [len(w) for w in dataset.windows], groups,
             self.batch_size if training else self.eval_batch_size, shuffle=training, seed=self.seed,
@@ -378,8 +377,12 @@ class NERDataModule(pl.LightningDataModule):
             return gold
         transfer = len(self.unlabeled_split.windows)
         if self.transfer_ratio is not None:
-            transfer = min(transfer, max(1, round(self.transfer_ratio * gold)))
+            transfer = min(transfer, self._transfer_share())
         return gold + transfer
+
+    def _transfer_share(self) -> int:
+        """Transfer windows per epoch under ``transfer_ratio``: ratio x the gold windows."""
+        return max(1, round(self.transfer_ratio * len(self.splits["train"].windows)))
 
     def train_dataloader(self):
         return self.loader("train")

@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 import numpy as np
 
-from distill.errors import CheckpointError
 from distill.io.atomic import write_atomic
 from distill.io.load import load_checkpoint
 from distill.model.span_ner import SpanNER
@@ -57,15 +56,7 @@ def cache_key(teacher: SpanNER | str | os.PathLike, dataset) -> str:
     """The cache entry of a teacher (the model, or a checkpoint file, run folder or HF export
     folder holding it) on a dataset's windows."""
     digest = hashlib.sha256()
-    if isinstance(teacher, SpanNER):
-        model_digest(teacher, digest)
-    else:
-        try:
-            model_digest(load_checkpoint(teacher).model, digest)
-        except CheckpointError:  # no model of this project (a stand-in file): its bytes
-            with open(teacher, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+    model_digest(teacher if isinstance(teacher, SpanNER) else load_checkpoint(teacher).model, digest)
     for window in dataset.windows:
         digest.update(repr((window.input_ids, window.content)).encode())
     return digest.hexdigest()[:24]

@@ -43,8 +43,7 @@ class NERModule(pl.LightningModule):
                  layer_map: list[int] | None = None, teacher_cache=None, info: dict | None = None,
                  optimizer=None, scheduler=None, kd_loss=None):
         super().__init__()
-        optim = {k: v for k, v in dict(optim).items() if k != "optimizer"}
-        kd = dict(kd or {})
+        optim, kd = dict(optim), dict(kd or {})
         self.kd_loss = kd_loss or KD_LOSSES[kd.get("loss") or "softmax"]
         if kd:
             kd["loss"] = loss_name(self.kd_loss)
@@ -67,6 +66,9 @@ class NERModule(pl.LightningModule):
                 nn.Linear(s_width, t_width) if s_width != t_width else nn.Identity()
                 for _ in self.layer_map)
         self.metrics = nn.ModuleDict({"val": SpanF1(model.labels), "test": SpanF1(model.labels)})
+        # per split, the documents of this evaluation not scored yet: {doc: (window predictions,
+        # window offsets)} and {doc: gold}
+        self._pending: dict[str, tuple[dict, dict]] = {"val": ({}, {}), "test": ({}, {})}
         self.reports: dict[str, dict] = {}
 
     @property
@@ -152,19 +154,14 @@ class NERModule(pl.LightningModule):
         if batch.get("padding"):
             self(batch)
             return
-        windows, gold = self._eval_pending(split)
+        windows, gold = self._pending[split]
         collect_windows(windows, self(batch), batch["offsets"], batch["doc_indices"],
                         self.model.labels, self.decode_cfg.get("threshold", 0.0))
         gold.update(batch["gold"])
         self._score(split, [d for d, n in batch["doc_windows"].items() if len(windows[d][0]) == n])
 
-    def _eval_pending(self, split: str) -> tuple[dict, dict]:
-        """{doc: (window predictions, window offsets)} and {doc: gold} of the documents of this
-        epoch's evaluation not scored yet."""
-        return self.__dict__.setdefault("_pending", {}).setdefault(split, ({}, {}))
-
     def _score(self, split: str, docs) -> None:
-        windows, gold = self._eval_pending(split)
+        windows, gold = self._pending[split]
         flat = self.decode_cfg.get("flat", False)
         predicted = []
         for d in docs:
@@ -180,7 +177,7 @@ class NERModule(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def _eval_epoch_end(self, split: str) -> None:
-        self._score(split, list(self._eval_pending(split)[0]))  # cut short (limit_*_batches)
+        self._score(split, list(self._pending[split][0]))  # cut short (limit_*_batches)
         metric = self.metrics[split]
         report = as_report(metric)
         self.reports["dev" if split == "val" else "test"] = report
