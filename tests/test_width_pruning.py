@@ -1,0 +1,138 @@
+"""Width pruning: heads and FFN neurons kept by importance, exactness, reload, errors, CLI."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from conftest import SAMPLE
+from distill.data.datamodule import NERDataModule
+from distill.errors import ConfigError
+from distill.model.encoders import load_encoder, load_tokenizer
+from distill.model.span_ner import SpanNER, span_mask
+from distill.train.losses import multilabel_categorical_crossentropy
+from distill.train.students import build_student
+from distill.train.width import check_width, importance, prune_width, train_batches
+from test_teacher import run_cli
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_bert4):
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(str(tiny_bert4))
+    dm = NERDataModule(SAMPLE, "train.jsonl", "dev.jsonl", limit_train=24, limit_eval=8,
+                       batch_size=8, max_length=48, stride=12)
+    labels = dm.read()
+    dm.encode(tokenizer)
+    teacher = SpanNER(load_encoder(str(tiny_bert4)), labels).eval()
+    return dm, teacher, dm.dataset("train").collate(list(range(8)))
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model.eval()(batch["input_ids"], batch["attention_mask"], batch["content_mask"])
+
+
+def _loss(model, batch):
+    return multilabel_categorical_crossentropy(_logits(model, batch), batch["targets"],
+                                               span_mask(batch["content_mask"]), batch["labeled"])
+
+
+def test_keeping_everything_reproduces_the_teacher(setup):
+    dm, teacher, batch = setup
+    student = build_student(teacher, [0, 1, 2, 3])
+    hs, fs = importance(student, train_batches(dm.dataset("train"), 2, 8))
+    prune_width(student, 2, 64, hs, fs)
+    assert torch.equal(_logits(student, batch), _logits(teacher, batch))
+
+
+def test_zeroed_head_equals_physically_removed_head(setup):
+    dm, teacher, batch = setup
+    a, b = build_student(teacher, [0, 1]), build_student(teacher, [0, 1])
+    hs, fs = importance(a, train_batches(dm.dataset("train"), 2, 8))
+    prune_width(a, 1, 16, hs, fs)
+    prune_width(b, 1, 16, hs, fs, physical=True)
+    assert torch.allclose(_logits(a, batch), _logits(b, batch), atol=1e-5)
+
+
+def test_gradient_importance_is_the_loss_derivative_of_scaling_the_head(setup):
+    """Hand computation: scaling head h's columns of the output projection by t gives
+    dL/dt = Σ W[:, h]·∂L/∂W[:, h] at t=1, which must equal the mask gradient."""
+    _, teacher, batch = setup
+    student = build_student(teacher, [0, 1]).eval()
+    hs, fs = importance(student, [batch])
+    d = student.encoder.config.hidden_size // student.encoder.config.num_attention_heads
+    logits = student(batch["input_ids"], batch["attention_mask"], batch["content_mask"])
+    loss = multilabel_categorical_crossentropy(logits, batch["targets"],
+                                               span_mask(batch["content_mask"]), batch["labeled"])
+    loss.backward()
+    for k in range(2):
+        w = student.encoder.encoder.layer[k].attention.output.dense.weight
+        for h in range(2):
+            cols = slice(h * d, (h + 1) * d)
+            expected = (w[:, cols] * w.grad[:, cols]).sum().abs()
+            assert hs[k, h].item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-9)
+        down = student.encoder.encoder.layer[k].output.dense.weight
+        expected_ffn = (down * down.grad).sum(0).abs()
+        assert torch.allclose(fs[k], expected_ffn, rtol=1e-4, atol=1e-9)
+    assert hs.sum() > 0
+
+
+def test_magnitude_importance_shapes(setup):
+    _, teacher, _ = setup
+    hs, fs = importance(build_student(teacher, [0, 1]), [], "magnitude")
+    assert hs.shape == (2, 2) and fs.shape == (2, 64) and (hs > 0).all()
+
+
+def test_pruned_model_reloads_with_automodel(setup, tmp_path):
+    from transformers import AutoModel
+
+    dm, teacher, batch = setup
+    student = build_student(teacher, [0, 2])
+    hs, fs = importance(student, train_batches(dm.dataset("train"), 2, 8))
+    prune_width(student, 1, 16, hs, fs)
+    student.encoder.save_pretrained(tmp_path)
+    reloaded = copy.deepcopy(student)
+    reloaded.encoder = AutoModel.from_pretrained(tmp_path, add_pooling_layer=False)
+    assert reloaded.encoder.config.intermediate_size == 16
+    assert torch.allclose(_logits(reloaded, batch), _logits(student, batch), atol=1e-6)
+
+
+@pytest.mark.parametrize("heads, ffn, message", [
+    (3, None, "student.heads"), (0, None, "student.heads"), ("2", None, "student.heads"),
+    (1.5, None, "student.heads"), (None, 0, "student.ffn"), (None, 65, "student.ffn"),
+    (None, True, "student.ffn")])
+def test_bad_values(setup, heads, ffn, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        check_width(setup[1].encoder.config, heads, ffn)
+    assert "\n" not in str(err.value)
+
+
+def test_mpnet_tiny(setup):
+    from transformers import MPNetConfig, MPNetModel
+
+    _, teacher, batch = setup
+    torch.manual_seed(0)
+    config = MPNetConfig(vocab_size=teacher.encoder.config.vocab_size, hidden_size=32,
+                         num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    model = SpanNER(MPNetModel(config, add_pooling_layer=False), teacher.labels).eval()
+    ref = _logits(model, batch)
+    hs, fs = importance(model, [batch])
+    assert hs.shape == (2, 2) and fs.shape == (2, 64)
+    full = copy.deepcopy(model)
+    prune_width(full, 2, 64, hs, fs)
+    assert torch.equal(_logits(full, batch), ref)
+    prune_width(model, 1, 16, hs, fs)
+    assert torch.isfinite(_logits(model, batch).nan_to_num(neginf=0)).all()
+
+
+def test_student_cli_with_heads_and_ffn(tiny_teacher_ckpt, tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli("distill.student", f"teacher={tiny_teacher_ckpt / 'best.ckpt'}", "student.depth=2",
+            "student.heads=1", "student.ffn=16", "trainer=fast_dev_run", "logger=none",
+            f"kd.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}")
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["student"]["heads"] == 1 and m["student"]["ffn"] == 16
+    assert m["student"]["intermediate_size"] == 16 and len(m["student"]["kept_heads"]) == 2
+    assert m["student"]["params"] < m["teacher"]["model"]["params"]
