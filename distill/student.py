@@ -24,6 +24,7 @@ from distill.data.datamodule import NERDataModule
 from distill.errors import ConfigError
 from distill.io.atomic import write_atomic
 from distill.model.encoders import check_max_length
+from distill.train.alignment import CharAlignment, same_tokenization
 from distill.train.kd_cache import TeacherCache
 from distill.model.span_ner import encoder_layers
 from distill.train.module import NERModule
@@ -119,7 +120,9 @@ def train_student(cfg: DictConfig) -> dict:
     check_max_length(datamodule.max_length, teacher.model.encoder.config,
                      f"teacher={cfg.teacher}")
     datamodule.read(labels=teacher.labels)
-    datamodule.encode(teacher.tokenizer)
+    student_tokenizer, teacher_datamodule = teacher.tokenizer, datamodule
+    if cfg.student.init != "pretrained":  # else encoded below, with the student's tokenizer
+        datamodule.encode(teacher.tokenizer)
 
     s = cfg.student
     teacher_layers = len(encoder_layers(teacher.model.encoder))
@@ -127,9 +130,28 @@ def train_student(cfg: DictConfig) -> dict:
                            OmegaConf.to_container(s.layers) if s.get("layers") is not None else None)
     student = build_student(teacher.model, layers, s.init, s.get("name_or_path"),
                             vocab_size=len(teacher.tokenizer))
-    if s.init == "pretrained":  # another encoder, with its own position limit
+    width = {}
+    if s.get("heads") is not None or s.get("ffn") is not None:  # width pruning (init=teacher)
+        from distill.train.width import narrow
+        if s.init != "teacher":
+            raise ConfigError(f"student.heads/student.ffn: need student.init=teacher, not {s.init}")
+        width = narrow(student, datamodule.dataset("train"), s.get("heads"), s.get("ffn"),
+                       s.get("importance", "gradient"), s.get("importance_batches", 32),
+                       datamodule.batch_size)
+    if s.init == "pretrained":  # another encoder, with its own position limit and tokenizer
         check_max_length(datamodule.max_length, student.encoder.config,
                          f"student.name_or_path={s.name_or_path}")
+        student_tokenizer = _student_tokenizer(s.name_or_path, teacher.tokenizer, datamodule)
+        datamodule.encode(student_tokenizer)
+    aligned = student_tokenizer is not teacher.tokenizer
+    if aligned:  # the teacher is evaluated on its own tokenization of the same documents
+        if cfg.kd.get("beta", 0) > 0:
+            raise ConfigError(f"kd.beta={cfg.kd.beta}: hidden-state matching needs the teacher's "
+                              f"tokenizer; student.name_or_path={s.name_or_path} tokenizes "
+                              "differently (set kd.beta=0)")
+        teacher_datamodule = instantiate(data)
+        teacher_datamodule.read(labels=teacher.labels)
+        teacher_datamodule.encode(teacher.tokenizer)
     hidden_map = layers if s.init == "teacher" else select_layers(teacher_layers, len(layers), "uniform")
     log.info("student: %d of the teacher's %d layers %s (init=%s)", len(layers), teacher_layers,
              layers, s.init)
@@ -137,16 +159,25 @@ def train_student(cfg: DictConfig) -> dict:
     decode = {k: (v if v is not None else teacher.meta.get("decode", {}).get(k))
               for k, v in OmegaConf.to_container(cfg.decode, resolve=True).items()}
     record_resolved_config(cfg, data=data, decode=decode)
-    teacher_report = evaluate_teacher(cfg, teacher, datamodule, decode)
+    teacher_report = evaluate_teacher(cfg, teacher, teacher_datamodule, decode)
     kd = OmegaConf.to_container(cfg.kd, resolve=True)
     kd_loss = kd_loss_fn(kd.pop("loss", None))
     cache = None
     uses_teacher = kd.get("alpha", 0) > 0 or bool(kd.get("pseudo_labels"))
-    if kd.get("cache") and uses_teacher:
+    alignment = None
+    if aligned and (uses_teacher or kd.get("beta", 0) > 0):
+        alignment = CharAlignment(teacher.tokenizer, datamodule.dataset("train"),
+                                  teacher.model.encoder.config.max_position_embeddings)
+        alignment.log()
+        if kd.get("cache"):
+            log.info("kd.cache: not used with a student tokenizer other than the teacher's "
+                     "(the teacher's logits are computed live on its tokenization)")
+    if kd.get("cache") and uses_teacher and alignment is None:
         cache = TeacherCache(kd["cache_dir"], teacher.model, datamodule.dataset("train"),
                              floor=kd.get("store_floor"))
     module = NERModule(
-        student, teacher.tokenizer, datamodule.config(), decode=decode, kd=kd, kd_loss=kd_loss,
+        student, student_tokenizer, datamodule.config(), decode=decode, kd=kd, kd_loss=kd_loss,
+        alignment=alignment,
         teacher=teacher.model if uses_teacher or kd.get("beta", 0) > 0 else None,
         layer_map=hidden_map, teacher_cache=cache,
         info={"role": "student", "teacher": str(teacher.path.resolve()),
@@ -154,9 +185,11 @@ def train_student(cfg: DictConfig) -> dict:
         **optimization(cfg))
     extra = {"teacher": teacher_report,
              "student": {"depth": len(layers), "layers": layers, "pruning": s.pruning
-                         if s.get("layers") is None else "explicit", "init": s.init},
+                         if s.get("layers") is None else "explicit", "init": s.init, **width},
              "kd": dict(module.kd)}
     extra["kd"]["cache_used"] = cache is not None  # kd.cache is moot without a KD term
+    if alignment is not None:
+        extra["kd"]["alignment"] = alignment.report()
     if cache is not None:
         datamodule.train_batch_hook = cache.collate  # the train loader reads the teacher's logits
 
@@ -166,6 +199,22 @@ def train_student(cfg: DictConfig) -> dict:
             metrics["kd"]["store"] = cache.report()
 
     return fit_and_evaluate(cfg, module, datamodule, module.info["model"], extra, finalize=finalize)
+
+
+def _student_tokenizer(name_or_path, teacher_tokenizer, datamodule):
+    """The teacher's tokenizer when ``name_or_path``'s tokenizes the training texts the same way
+    (same vocabulary, same ids), else its own: then KD pairs spans by characters
+    (:mod:`distill.train.alignment`)."""
+    from distill.model.encoders import load_tokenizer
+
+    own = load_tokenizer(str(name_or_path))
+    texts = [d.text for d in datamodule.splits["train"].docs]
+    if same_tokenization(teacher_tokenizer, own, texts):
+        return teacher_tokenizer
+    log.info("student.name_or_path=%s tokenizes differently from the teacher (vocabulary %d vs "
+             "%d): the student reads its own tokenization, KD pairs spans by characters",
+             name_or_path, len(own), len(teacher_tokenizer))
+    return own
 
 
 def kd_loss_fn(loss):

@@ -41,7 +41,7 @@ class NERModule(pl.LightningModule):
     def __init__(self, model: SpanNER, tokenizer, data_config: dict, optim: dict, decode: dict,
                  kd: dict | None = None, teacher: SpanNER | None = None,
                  layer_map: list[int] | None = None, teacher_cache=None, info: dict | None = None,
-                 optimizer=None, scheduler=None, kd_loss=None):
+                 optimizer=None, scheduler=None, kd_loss=None, alignment=None):
         super().__init__()
         optim, kd = dict(optim), dict(kd or {})
         self.kd_loss = kd_loss or KD_LOSSES[kd.get("loss") or "softmax"]
@@ -58,6 +58,9 @@ class NERModule(pl.LightningModule):
         # The teacher is not a registered submodule: it is neither trained nor saved.
         self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
         self.teacher_cache = teacher_cache
+        # cross-tokenizer KD (distill.train.alignment.CharAlignment): the teacher reads its own
+        # tokenization of each student window; its logits are remapped onto the student's spans
+        self.alignment = alignment
         self.layer_map = list(layer_map or [])
         self.hidden_projections = None
         if self.kd.get("beta", 0) > 0 and teacher is not None:
@@ -91,6 +94,10 @@ class NERModule(pl.LightningModule):
                                        self.trainer.strategy.barrier, self.trainer.global_rank,
                                        self.trainer.world_size)
 
+    def on_train_epoch_start(self) -> None:
+        if self.alignment is not None and self.trainer.is_global_zero:
+            self.alignment.log(f"epoch {self.current_epoch}: kd alignment")
+
     @property
     def pseudo_labels(self) -> bool:
         """``kd.pseudo_labels``: the teacher's decoded spans are the gold of unlabeled windows."""
@@ -106,8 +113,12 @@ class NERModule(pl.LightningModule):
         labeled = batch["labeled"]
         loss = torch.zeros((), device=self.device)
         teacher_logits = teacher_hidden = None
+        kd_valid = valid
         if alpha > 0 or beta > 0 or self.pseudo_labels:
             teacher_logits, teacher_hidden = self.teacher_outputs(batch, need_hidden=beta > 0)
+            if self.alignment is not None:
+                teacher_logits, paired = teacher_logits
+                kd_valid = valid & paired  # spans only one tokenization expresses: left out
         if alpha < 1:
             targets, weights = batch["targets"], labeled
             if self.pseudo_labels:  # hard labels: the teacher's decision on the unlabeled windows
@@ -119,7 +130,7 @@ class NERModule(pl.LightningModule):
             self.log("train/loss_gold", gold)
             loss = loss + (1 - alpha) * gold
         if alpha > 0:
-            kd = self.kd_loss(logits, teacher_logits, valid, float(self.kd.get("temperature", 1.0)))
+            kd = self.kd_loss(logits, teacher_logits, kd_valid, float(self.kd.get("temperature", 1.0)))
             self.log("train/loss_kd", kd)
             loss = loss + alpha * kd
         if beta > 0:
@@ -134,7 +145,12 @@ class NERModule(pl.LightningModule):
     @torch.no_grad()
     def teacher_outputs(self, batch, need_hidden: bool = False):
         """Teacher logits for the batch (from the cache when there is one) and, when asked,
-        its hidden states (always live)."""
+        its hidden states (always live). With an ``alignment``, the logits are a pair
+        (remapped logits, paired mask) in the student's grid."""
+        if self.alignment is not None:
+            t = {k: v.to(self.device) for k, v in self.alignment.teacher_batch(batch["window_ids"]).items()}
+            out = self.teacher(t["input_ids"], t["attention_mask"], t["content_mask"])
+            return self.alignment.remap(out, batch["window_ids"], batch["input_ids"].shape[1]), None
         if self.teacher_cache is not None and not need_hidden:
             if "teacher_logits" in batch:  # read from the store by the DataLoader's collate
                 return batch["teacher_logits"], None
@@ -203,11 +219,50 @@ class NERModule(pl.LightningModule):
             groups.setdefault((lr, decay), []).append(param)
         optimizer = self.optimizer_factory(
             [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()])
+        self._new_rows_lr(optimizer)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(float(self.optim.get("warmup", 0.1)) * total)
         scheduler = self.scheduler_factory(optimizer=optimizer, num_warmup_steps=warmup,
                                            num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _new_rows_lr(self, optimizer) -> None:
+        """``optim.new_rows_lr``: the embedding rows vocabulary extension added
+        (``encoder.config.distill_base_vocab_size`` on) step at that rate instead of ``lr``.
+
+        They share one matrix with the old rows, so no param group can hold them, and scaling
+        their gradient is wrong for Adam (its step is invariant to the gradient's scale). Instead
+        each optimizer step's update of those rows is rescaled: rows ← before + (after − before)
+        · new_rows_lr / lr. For optimizers whose update is lr times an lr-independent quantity
+        (AdamW incl. its decoupled weight decay, Adam, SGD with momentum) this is exactly the
+        step a group at new_rows_lr would take, under any schedule that scales every group
+        alike; it costs one copy of the new rows per step."""
+        new_lr = self.optim.get("new_rows_lr")
+        encoder = self.model.encoder
+        base = getattr(encoder.config, "distill_base_vocab_size", None)
+        weight = encoder.get_input_embeddings().weight
+        if new_lr is None or base is None or not weight.requires_grad or base >= weight.shape[0]:
+            if new_lr is not None:
+                log.info("optim.new_rows_lr=%s: no new embedding rows, ignored", new_lr)
+            return
+        ratio = float(new_lr) / float(self.optim["lr"])
+        if ratio == 1.0:
+            return
+        saved: list[torch.Tensor] = []
+
+        def before(opt, args, kwargs) -> None:
+            saved[:] = [weight.detach()[base:].clone()]
+
+        @torch.no_grad()
+        def after(opt, args, kwargs) -> None:
+            if saved:
+                rows = weight[base:]
+                rows.copy_(saved[0] + (rows - saved[0]) * ratio)
+                saved.clear()
+
+        optimizer.register_step_pre_hook(before)
+        optimizer.register_step_post_hook(after)
+        log.info("optim.new_rows_lr=%s: embedding rows %d.. step at %.3g x lr", new_lr, base, ratio)
 
     def on_save_checkpoint(self, ckpt: dict) -> None:
         ckpt["distill"] = checkpoint.metadata(self.model, self.tokenizer, self.data_config,

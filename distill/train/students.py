@@ -71,12 +71,10 @@ def build_student(teacher: SpanNER, layers: list[int], init: str = "teacher",
     if init == "pretrained":
         if not name_or_path:
             raise ConfigError("student.init=pretrained needs student.name_or_path")
+        # Its own tokenizer may differ from the teacher's (vocab_size is only a hint): the caller
+        # compares the tokenizations (distill.train.alignment.same_tokenization) and, where they
+        # differ, distils over character-aligned spans.
         encoder = load_encoder(name_or_path)
-        if vocab_size is not None and encoder.config.vocab_size != vocab_size:
-            raise ConfigError(
-                f"student.name_or_path={name_or_path}: its vocabulary ({encoder.config.vocab_size}) "
-                f"differs from the teacher's tokenizer ({vocab_size}); the student must share the "
-                "teacher's tokenizer")
         depth = len(layers)
         keep_layers(encoder, select_layers(len(encoder_layers(encoder)), depth, "uniform"))
         return SpanNER(encoder, teacher.labels, **head)

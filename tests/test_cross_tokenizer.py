@@ -1,0 +1,85 @@
+"""Cross-tokenizer KD: character-aligned span pairing, identity with one tokenizer, end to end."""
+import json
+
+import pytest
+import torch
+
+from conftest import SAMPLE, build_tiny_bert, sample_words
+from distill.data.datamodule import NERDataModule
+from distill.model.encoders import load_encoder, load_tokenizer
+from distill.model.span_ner import SpanNER, span_mask
+from distill.train.alignment import CharAlignment, paired_mask, same_tokenization, token_maps
+from distill.train.losses import kd_softmax_kl
+from test_teacher import run_cli
+
+
+def test_english_subwords_pair_by_characters():
+    # teacher: "play" "##ing" ; student: "p" "##l" "##a" "##y" "##i" "##n" "##g" (chars 0..7)
+    t_off, t_con = [(0, 0), (0, 4), (4, 7), (0, 0)], [False, True, True, False]
+    s_off = [(0, 0)] + [(k, k + 1) for k in range(7)] + [(0, 0)]
+    s_con = [False] + [True] * 7 + [False]
+    starts, ends = token_maps(t_off, t_con, s_off, s_con)
+    mask = paired_mask(starts, ends)
+    pairs = {(i, j) for i, j in mask.nonzero().tolist()}
+    # student spans (1,4)="play", (5,7)="ing", (1,7)="playing"; all others are student-only
+    assert pairs == {(1, 4), (5, 7), (1, 7)}
+
+
+def test_chinese_characters_and_one_sided_spans():
+    # teacher word "北京" (0,2) + "大学" (2,4); student one token per character
+    t_off, t_con = [(0, 0), (0, 2), (2, 4), (0, 0)], [False, True, True, False]
+    s_off, s_con = [(0, 0), (0, 1), (1, 2), (2, 3), (3, 4), (0, 0)], [False] + [True] * 4 + [False]
+    starts, ends = token_maps(t_off, t_con, s_off, s_con)
+    assert starts == [-1, 1, -1, 2, -1, -1] and ends == [-1, -1, 1, -1, 2, -1]
+    pairs = {(i, j) for i, j in paired_mask(starts, ends).nonzero().tolist()}
+    assert pairs == {(1, 2), (3, 4), (1, 4)}  # "京大" (2,3) is student-only
+
+
+@pytest.fixture(scope="module")
+def data(tiny_bert):
+    tok = load_tokenizer(str(tiny_bert))
+    dm = NERDataModule(SAMPLE, "train.jsonl", "dev.jsonl", limit_train=8, limit_eval=4,
+                       max_length=48, stride=12)
+    labels = dm.read()
+    dm.encode(tok)
+    return dm, tok, labels
+
+
+def test_identical_tokenizers_give_todays_kd(data, tiny_bert):
+    dm, tok, labels = data
+    assert same_tokenization(tok, load_tokenizer(str(tiny_bert)), [d.text for d in dm.splits["train"].docs])
+    ds = dm.dataset("train")
+    align = CharAlignment(tok, ds)
+    assert align.teacher_only == 0 and align.student_only == 0 and align.pairs > 0
+    torch.manual_seed(0)
+    teacher = SpanNER(load_encoder(str(tiny_bert)), labels).eval()
+    student = SpanNER(load_encoder(str(tiny_bert)), labels).eval()
+    batch = ds.collate(list(range(6)))
+    args = (batch["input_ids"], batch["attention_mask"], batch["content_mask"])
+    with torch.no_grad():
+        s, t = student(*args), teacher(*args)
+        tb = align.teacher_batch(batch["window_ids"])
+        assert torch.equal(tb["input_ids"], batch["input_ids"])
+        t2 = teacher(tb["input_ids"], tb["attention_mask"], tb["content_mask"])
+        remapped, paired = align.remap(t2, batch["window_ids"], batch["input_ids"].shape[1])
+    valid = span_mask(batch["content_mask"])
+    assert torch.equal(paired.expand_as(valid) & valid, valid.expand_as(paired) if valid.dim() == 4 else valid)
+    assert torch.equal(kd_softmax_kl(s, t, valid, 2.0), kd_softmax_kl(s, remapped, valid & paired, 2.0))
+
+
+def test_other_vocabulary_same_size_is_not_the_same(tmp_path, tiny_bert):
+    a = load_tokenizer(str(build_tiny_bert(tmp_path / "a", ["hello"], layers=1)))
+    b = load_tokenizer(str(build_tiny_bert(tmp_path / "b", ["world"], layers=1)))
+    assert len(a) == len(b) and not same_tokenization(a, b, ["hello world"])
+
+
+def test_student_with_other_vocabulary_trains(tiny_teacher_ckpt, tmp_path):
+    words = [w for w in sample_words() if len(w) > 4][:300]  # another, smaller vocabulary
+    other = build_tiny_bert(tmp_path / "other", words, layers=2, hidden=48)
+    run_dir = tmp_path / "student"
+    run_cli("distill.student", f"teacher={tiny_teacher_ckpt / 'best.ckpt'}", "student.depth=1",
+            "student.init=pretrained", f"student.name_or_path={other}", "trainer=fast_dev_run",
+            f"kd.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}")
+    m = json.loads((run_dir / "metrics.json").read_text())
+    al = m["kd"]["alignment"]
+    assert set(al) == {"pairs", "teacher_only", "student_only"} and al["pairs"] > 0
