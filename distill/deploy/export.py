@@ -4,7 +4,11 @@ ONNX (``format=onnx``, the default) writes ``model.onnx`` — inputs ``input_ids
 ``attention_mask``, ``content_mask`` with dynamic batch and sequence axes, output ``logits``, the
 masked span logits (batch, types, n, n) of :class:`distill.model.span_ner.SpanNER` — plus, with
 ``quantize=int8``, ``model.int8.onnx`` (onnxruntime's transformer op fusion, then dynamic int8
-quantization of the weights).
+quantization of the weights). ``optimize`` says which graphs get the offline fusion: ``int8`` (the
+default: the graph that is quantized), ``ort`` (``model.onnx`` too), ``none``. ``distill.json``
+records, per exported file, the op types of its final graph and their counts (``onnx.fused_ops``).
+:func:`export_encoder_recipe` is the hand-made reference the benchmark compares against: the
+plain encoder, TorchScript exporter, ``quantize_dynamic`` QInt8.
 Decoding is not in the graph: every runtime decodes with the same NumPy code
 (:mod:`distill.eval.decode`). The export is checked before it is kept: ONNX logits must match PyTorch
 within ``atol`` and the decoded entities must be identical (``parity.json``); an int8 model's F1
@@ -49,6 +53,7 @@ log = logging.getLogger("distill")
 
 INPUT_NAMES = ("input_ids", "attention_mask", "content_mask")
 OUTPUT_NAME = "logits"
+OPTIMIZE = ("int8", "ort", "none")  # offline fusion of: the graph quantized | both graphs | neither
 
 
 # ----------------------------------------------------------------------------- ONNX
@@ -138,6 +143,69 @@ def fuse_transformer_ops(source: Path, target: Path, config) -> dict | None:
     return counts
 
 
+def op_counts(file: Path) -> dict[str, int]:
+    """Op type -> number of nodes in the main graph of an ONNX file, most frequent first."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(file), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def fuse_in_place(file: Path, config) -> dict | None:
+    """:func:`fuse_transformer_ops` of ``file`` into itself (through a temporary file)."""
+    fused_file = file.with_name(file.stem + ".fused.tmp.onnx")
+    try:
+        counts = fuse_transformer_ops(file, fused_file, config)
+        if counts is not None:
+            fused_file.replace(file)
+    finally:
+        fused_file.unlink(missing_ok=True)
+    return counts
+
+
+class _EncoderOnly(torch.nn.Module):
+    """A plain encoder (no head): (input_ids, attention_mask) -> last hidden state."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids, attention_mask):
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def export_encoder_recipe(encoder, folder: Path, opset: int = 17) -> Path:
+    """The standard hand-made recipe, as a reference for latency: the plain encoder exported with
+    the TorchScript exporter (``dynamo=False``, dynamic batch/sequence axes), then
+    ``quantize_dynamic`` QInt8. Returns the int8 file (``folder/recipe.int8.onnx``)."""
+    folder = Path(folder)
+    fp32, int8 = folder / "recipe.onnx", folder / "recipe.int8.onnx"
+    ids, attention, _ = example_inputs(encoder.config.vocab_size)
+    axes = {name: {0: "batch", 1: "sequence"} for name in ("input_ids", "attention_mask")}
+    axes["hidden"] = {0: "batch", 1: "sequence"}
+    quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch.jit")]
+    levels = [q.level for q in quiet]
+    try:
+        for q in quiet:
+            q.setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_EncoderOnly(encoder.eval()).eval(), (ids, attention), str(fp32),
+                              input_names=["input_ids", "attention_mask"], output_names=["hidden"],
+                              dynamic_axes=axes, opset_version=opset, dynamo=False)
+    except Exception as err:
+        detail = " ".join(str(err).split())[:300]
+        raise CheckpointError(f"recipe export failed ({type(err).__name__}: {detail})") from None
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
+    quantize_int8(fp32, int8)
+    fp32.unlink(missing_ok=True)
+    return int8
+
+
 def quantize_int8(source: Path, target: Path) -> None:
     """Dynamic int8 quantization of the weights (activations quantized at run time)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -177,12 +245,15 @@ def load_source(ckpt: str | None, shape: str | None) -> LoadedModel:
 
 def export(ckpt: str | None = None, output: str | None = None, format: str = "onnx",
            quantize: str | None = None, shape: str | None = None, parity_docs: int = 200,
-           atol: float = 1e-3, opset: int = 18, threads: int | None = None) -> dict:
+           atol: float = 1e-3, opset: int = 18, threads: int | None = None,
+           optimize: str = "int8") -> dict:
     """Export a checkpoint (or a random ``shape``); returns the summary written to parity.json."""
     if format not in ("onnx", "hf"):
         raise ConfigError(f"format={format!r}: expected onnx or hf")
     if quantize not in (None, "int8"):
         raise ConfigError(f"quantize={quantize!r}: expected int8 or null")
+    if optimize not in OPTIMIZE:
+        raise ConfigError(f"optimize={optimize!r}: expected one of {', '.join(OPTIMIZE)}")
     if quantize and format != "onnx":
         raise ConfigError("quantize=int8 applies to format=onnx only")
     if shape and format != "onnx":
@@ -206,7 +277,8 @@ def export(ckpt: str | None = None, output: str | None = None, format: str = "on
             if format == "hf":
                 summary = _export_hf(loaded, tmp, names, extra)
             else:
-                summary = _export_onnx(loaded, tmp, names, extra, quantize, parity_docs, atol, opset)
+                summary = _export_onnx(loaded, tmp, names, extra, quantize, parity_docs, atol, opset,
+                                       optimize)
             summary["output"] = str(output)
             write_json_atomic(tmp / PARITY_FILE, summary)
     except ParityError as err:
@@ -239,19 +311,33 @@ def _export_hf(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict) ->
 
 
 def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
-                 quantize: str | None, parity_docs: int, atol: float, opset: int) -> dict:
+                 quantize: str | None, parity_docs: int, atol: float, opset: int,
+                 optimize: str = "int8") -> dict:
     started = time.perf_counter()
-    export_onnx(loaded.model, tmp / ONNX_FILES["onnx"], opset)
+    fp32_file = tmp / ONNX_FILES["onnx"]
+    export_onnx(loaded.model, fp32_file, opset)
     log.info("onnx: exported %s in %.1f s", ONNX_FILES["onnx"], time.perf_counter() - started)
+    config = loaded.model.encoder.config
     onnx_meta = {"opset": opset, "inputs": list(INPUT_NAMES), "output": OUTPUT_NAME,
-                 "files": [ONNX_FILES["onnx"]]}
+                 "files": [ONNX_FILES["onnx"]], "optimize": optimize}
+    fusion = {}
+    if optimize == "ort":
+        fusion[ONNX_FILES["onnx"]] = fuse_in_place(fp32_file, config)
     if quantize:
-        fused = fused_int8(tmp / ONNX_FILES["onnx"], tmp / ONNX_FILES["onnx-int8"],
-                           loaded.model.encoder.config)
+        int8_file = tmp / ONNX_FILES["onnx-int8"]
+        if optimize == "int8":
+            fused = fused_int8(fp32_file, int8_file, config)
+        else:  # the fp32 graph is already fused (ort) or stays plain (none)
+            quantize_int8(fp32_file, int8_file)
+            fused = fusion.get(ONNX_FILES["onnx"])
+        fusion[ONNX_FILES["onnx-int8"]] = fused
         onnx_meta["files"].append(ONNX_FILES["onnx-int8"])
         onnx_meta["int8"] = {"quantization": "dynamic, int8 weights", "fused_ops": fused}
         log.info("onnx: %s (fused before quantizing: %s)", ONNX_FILES["onnx-int8"],
                  ", ".join(f"{n} {op}" for op, n in fused.items()) if fused else "nothing")
+    # what each file's final graph holds (onnxruntime applies its own fusions at load on top)
+    onnx_meta["fusion"] = fusion
+    onnx_meta["fused_ops"] = {name: op_counts(tmp / name) for name in onnx_meta["files"]}
     meta = export_meta(loaded.meta, "onnx", names, onnx=onnx_meta, **extra)
     write_json_atomic(tmp / META_FILE, meta)
     runners = {"onnx": OnnxRunner(tmp / ONNX_FILES["onnx"], "onnx")}
