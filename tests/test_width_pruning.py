@@ -6,10 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import SAMPLE
-from distill.data.datamodule import NERDataModule
 from distill.errors import ConfigError
-from distill.model.encoders import load_encoder, load_tokenizer
 from distill.model.span_ner import SpanNER, span_mask
 from distill.train.losses import multilabel_categorical_crossentropy
 from distill.train.students import build_student
@@ -17,16 +14,8 @@ from distill.train.width import check_width, importance, prune_width, train_batc
 from test_teacher import run_cli
 
 
-@pytest.fixture(scope="module")
-def setup(tiny_bert4):
-    torch.manual_seed(0)
-    tokenizer = load_tokenizer(str(tiny_bert4))
-    dm = NERDataModule(SAMPLE, "train.jsonl", "dev.jsonl", limit_train=24, limit_eval=8,
-                       batch_size=8, max_length=48, stride=12)
-    labels = dm.read()
-    dm.encode(tokenizer)
-    teacher = SpanNER(load_encoder(str(tiny_bert4)), labels).eval()
-    return dm, teacher, dm.dataset("train").collate(list(range(8)))
+# the shared fixture (dm, tokenizer, teacher, batch) of the student tests
+from test_student import setup  # noqa: E402,F401
 
 
 def _logits(model, batch):
@@ -40,7 +29,7 @@ def _loss(model, batch):
 
 
 def test_keeping_everything_reproduces_the_teacher(setup):
-    dm, teacher, batch = setup
+    dm, _, teacher, batch = setup
     student = build_student(teacher, [0, 1, 2, 3])
     hs, fs = importance(student, train_batches(dm.dataset("train"), 2, 8))
     prune_width(student, 2, 64, hs, fs)
@@ -48,7 +37,7 @@ def test_keeping_everything_reproduces_the_teacher(setup):
 
 
 def test_zeroed_head_equals_physically_removed_head(setup):
-    dm, teacher, batch = setup
+    dm, _, teacher, batch = setup
     a, b = build_student(teacher, [0, 1]), build_student(teacher, [0, 1])
     hs, fs = importance(a, train_batches(dm.dataset("train"), 2, 8))
     prune_width(a, 1, 16, hs, fs)
@@ -59,7 +48,7 @@ def test_zeroed_head_equals_physically_removed_head(setup):
 def test_gradient_importance_is_the_loss_derivative_of_scaling_the_head(setup):
     """Hand computation: scaling head h's columns of the output projection by t gives
     dL/dt = Σ W[:, h]·∂L/∂W[:, h] at t=1, which must equal the mask gradient."""
-    _, teacher, batch = setup
+    _, _, teacher, batch = setup
     student = build_student(teacher, [0, 1]).eval()
     hs, fs = importance(student, [batch])
     d = student.encoder.config.hidden_size // student.encoder.config.num_attention_heads
@@ -80,7 +69,7 @@ def test_gradient_importance_is_the_loss_derivative_of_scaling_the_head(setup):
 
 
 def test_magnitude_importance_shapes(setup):
-    _, teacher, _ = setup
+    _, _, teacher, _ = setup
     hs, fs = importance(build_student(teacher, [0, 1]), [], "magnitude")
     assert hs.shape == (2, 2) and fs.shape == (2, 64) and (hs > 0).all()
 
@@ -88,7 +77,7 @@ def test_magnitude_importance_shapes(setup):
 def test_pruned_model_reloads_with_automodel(setup, tmp_path):
     from transformers import AutoModel
 
-    dm, teacher, batch = setup
+    dm, _, teacher, batch = setup
     student = build_student(teacher, [0, 2])
     hs, fs = importance(student, train_batches(dm.dataset("train"), 2, 8))
     prune_width(student, 1, 16, hs, fs)
@@ -105,14 +94,14 @@ def test_pruned_model_reloads_with_automodel(setup, tmp_path):
     (None, True, "student.ffn")])
 def test_bad_values(setup, heads, ffn, message):
     with pytest.raises(ConfigError, match=message) as err:
-        check_width(setup[1].encoder.config, heads, ffn)
+        check_width(setup[2].encoder.config, heads, ffn)
     assert "\n" not in str(err.value)
 
 
 def test_mpnet_tiny(setup):
     from transformers import MPNetConfig, MPNetModel
 
-    _, teacher, batch = setup
+    _, _, teacher, batch = setup
     torch.manual_seed(0)
     config = MPNetConfig(vocab_size=teacher.encoder.config.vocab_size, hidden_size=32,
                          num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
