@@ -98,7 +98,7 @@ def test_layers_import_downwards():
     order = ["distill.errors", "distill.io.atomic", "distill.model", "distill.data", "distill.eval",
              "distill.io", "distill.train", "distill.deploy", "distill.report", "distill.cli"]
     commands = {"distill.teacher", "distill.student", "distill.compare", "distill.predict",
-                "distill.export", "distill.bench", "distill.augment"}
+                "distill.export", "distill.bench", "distill.augment", "distill.serve"}
 
     def layer(mod: str) -> int:
         best = -1
