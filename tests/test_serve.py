@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-
 from cli_util import popen
+
 from distill.deploy.predict import Predictor, record
 from distill.deploy.server import Settings, create_app
 
@@ -63,7 +63,7 @@ def served(predictor):
 def batch_histogram(url: str) -> dict[str, float]:
     text = httpx.get(f"{url}/metrics").text
     return {m.group(1): float(m.group(2))
-            for m in re.finditer(r'^distill_batch_size_(count|sum) (\S+)$', text, re.M)}
+            for m in re.finditer(r'^distill_batch_size_(count|sum) (\S+)$', text, re.MULTILINE)}
 
 
 def test_predict_returns_the_records_predict_writes(served, predictor):
@@ -183,7 +183,7 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(tiny_teacher_ckpt):
 
 def test_a_model_that_fails_to_load_is_a_one_line_error(tmp_path):
     proc = popen("distill.serve", f"ckpt={tmp_path / 'nope'}", f"port={free_port()}")
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert err.strip().splitlines()[-1].startswith("error: ") and "nope" in err
     assert "Traceback" not in err
