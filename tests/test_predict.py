@@ -150,3 +150,64 @@ def test_cli_bad_input_names_the_line_and_writes_nothing(tiny_teacher_ckpt, tmp_
                                    stdin=b"fine\n\xff\xfe broken\n")
     assert code != 0 and stdout == ""
     assert "<stdin>:2" in stderr and "UTF-8" in stderr
+
+
+def _peak_bytes(n_lines, ckpt, tmp_path, monkeypatch, capsys) -> int:
+    """Python's peak allocation while predicting ``n_lines`` lines of ~200 characters file to
+    file (a threshold no span reaches: the records stay small, the input is what is measured)."""
+    import tracemalloc
+
+    docs = tmp_path / f"docs{n_lines}.txt"
+    words = ["Peter", "Blackburn", "reported", "from", "Brussels", "on", "Tuesday", "about", "the",
+             "European", "Union"]
+    docs.write_text("".join(" ".join(words[(k + i) % len(words)] for i in range(30)) + f" {k}.\n"
+                            for k in range(n_lines)), encoding="utf-8")
+    out = tmp_path / f"out{n_lines}.jsonl"
+    tracemalloc.start()
+    try:
+        code, _, err = run_cli([f"ckpt={ckpt}", f"input={docs}", f"output={out}", "batch_size=64",
+                                "progress=false", "threshold=1e4"], monkeypatch, capsys)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert code == 0, err
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == n_lines and json.loads(lines[-1])["text"].endswith(f" {n_lines - 1}.")
+    return peak
+
+
+def test_cli_streams_memory_does_not_grow_with_the_input(tiny_teacher_ckpt, tmp_path, monkeypatch, capsys):
+    """10,000 lines in, 10,000 records out; Python's peak allocation stays that of 1,000 lines
+    (a predict that holds just the 10,000 texts peaks 1.48x higher at 10,000 lines than at 1,000)."""
+    _peak_bytes(10, tiny_teacher_ckpt, tmp_path, monkeypatch, capsys)  # one-off loading costs
+    small = _peak_bytes(1_000, tiny_teacher_ckpt, tmp_path, monkeypatch, capsys)
+    large = _peak_bytes(10_000, tiny_teacher_ckpt, tmp_path, monkeypatch, capsys)
+    assert large < 1.25 * small, (small, large)  # measured: 1.08x; holding the texts: 1.48x
+
+
+def test_cli_bad_line_late_in_a_large_input_fails_before_any_output(tiny_teacher_ckpt, tmp_path,
+                                                                   monkeypatch, capsys):
+    docs = tmp_path / "docs.txt"
+    lines = [f"text {k}\n".encode() for k in range(10_000)]
+    lines[8_999] = b"caf\xe9 au lait\n"  # Latin-1, not UTF-8, on line 9,000
+    docs.write_bytes(b"".join(lines))
+    out = tmp_path / "entities.jsonl"
+    code, stdout, stderr = run_cli([f"ckpt={tiny_teacher_ckpt}", f"input={docs}", f"output={out}"],
+                                   monkeypatch, capsys)
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert code != 0 and stdout == "" and len(errors) == 1, stderr
+    offset = sum(map(len, lines[:8_999])) + 3
+    assert f"{docs}:9000" in errors[0] and f"offset {offset}" in errors[0]
+    assert list(tmp_path.iterdir()) == [docs]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is present")
+def test_cli_device_cuda_without_a_gpu_is_one_line(tiny_teacher_ckpt, monkeypatch, capsys):
+    code, stdout, stderr = run_cli([f"ckpt={tiny_teacher_ckpt}", "device=cuda"], monkeypatch, capsys,
+                                   stdin=b"fine\n")
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert code != 0 and stdout == "" and len(errors) == 1
+    assert "device=cuda" in errors[0] and "no CUDA device" in errors[0]
+    code, _, stderr = run_cli([f"ckpt={tiny_teacher_ckpt}", "device=tpu"], monkeypatch, capsys,
+                              stdin=b"fine\n")
+    assert code != 0 and "expected cpu, cuda or cuda:N" in stderr

@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -450,19 +450,40 @@ def read_jsonl(path: str | os.PathLike) -> list[Document]:
     return documents
 
 
+def iter_text(path: str | os.PathLike) -> Iterator[Document]:
+    """:func:`read_text`, one line at a time: the file is read line by line (memory does not grow
+    with it), with the same checks and messages (UTF-8 errors name the line and the byte offset
+    in the file; a BOM is dropped, CRLF read as LF). Errors come when the bad line is reached."""
+    file = Path(path)
+    if not file.is_file():
+        raise _error(str(path), "file not found" if not file.exists() else "not a regular file")
+    as_json = False
+    with open(file, "rb") as handle:
+        offset = 0
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path}:{number}"
+            try:  # with its "\n": a sequence cut by it fails exactly as in the whole file
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad = raw[exc.start : exc.end]
+                raise _error(where, f"not valid UTF-8 ({exc.reason}: byte {bad!r} at offset "
+                                    f"{offset + exc.start})") from None
+            offset += len(raw)
+            line = line.removesuffix("\n").removesuffix("\r") if line.endswith("\n") else line
+            if number == 1:
+                line = line.removeprefix("\ufeff")
+                as_json = line.lstrip().startswith("{")
+            if not line.strip():
+                raise _error(where, "empty line (unlabeled text files hold one document per line)")
+            body = _require(_parse_json(line, where), "text", str, where) if as_json else line
+            yield _document(body, [], where)
+
+
 def read_text(path: str | os.PathLike) -> list[Document]:
     """Unlabeled text, one document per line: plain text, or (when the first line starts with "{")
-    JSON lines whose "text" field is used and whose entities are ignored. Empty lines are errors."""
-    lines = _lines(_read_text(path))
-    as_json = bool(lines) and lines[0].lstrip().startswith("{")
-    documents = []
-    for number, line in enumerate(lines, start=1):
-        where = f"{path}:{number}"
-        if not line.strip():
-            raise _error(where, "empty line (unlabeled text files hold one document per line)")
-        body = _require(_parse_json(line, where), "text", str, where) if as_json else line
-        documents.append(_document(body, [], where))
-    return documents
+    JSON lines whose "text" field is used and whose entities are ignored. Empty lines are errors.
+    :func:`iter_text` reads the same one line at a time."""
+    return list(iter_text(path))
 
 
 def write_jsonl(docs: Iterable[Document], path: str | os.PathLike) -> None:

@@ -2,7 +2,10 @@
 
 Input is one document per line (plain text, or JSON lines with a "text" field), from ``input=``
 or stdin; output is one ``{"text", "entities": [{"start", "end", "type", "score"}]}`` record per
-input line, in input order, to ``output=`` (written atomically) or stdout. Long texts are cut
+input line, in input order, to ``output=`` (written atomically) or stdout. The input is streamed:
+read, predicted and written a chunk of lines at a time (memory does not grow with the file),
+after a first pass that checks every line (a bad line fails before anything is written).
+``device=cuda`` runs a PyTorch model (or an ONNX one, with onnxruntime-gpu) on the GPU. Long texts are cut
 into the same overlapping windows as in training (the checkpoint's ``max_length``/``stride``) and
 the windows' predictions are merged back with :func:`distill.eval.decode.merge_windows`.
 
@@ -21,9 +24,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from itertools import islice, tee
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +38,8 @@ from omegaconf import DictConfig
 
 from distill.data.document import Document
 from distill.data.encoding import Window, encode_documents
-from distill.data.readers import read_text
-from distill.deploy.runners import TorchRunner, load_runner
+from distill.data.readers import iter_text
+from distill.deploy.runners import TorchRunner, load_runner, resolve_device
 from distill.errors import CheckpointError, ConfigError, DataError
 from distill.eval.decode import Prediction, collect_windows, merge_windows
 from distill.io.atomic import write_atomic
@@ -66,9 +72,11 @@ class Predictor:
 
     @classmethod
     def from_path(cls, path: str | os.PathLike, runtime: str = "torch", threads: int | None = None,
-                  threshold: float | None = None, flat: bool | None = None) -> "Predictor":
-        """A checkpoint file, run folder or export folder; ``runtime`` torch, onnx or onnx-int8."""
-        runner, tokenizer, meta, resolved = load_runner(path, runtime, threads)
+                  threshold: float | None = None, flat: bool | None = None,
+                  device: str | None = None) -> "Predictor":
+        """A checkpoint file, run folder or export folder; ``runtime`` torch, onnx or onnx-int8;
+        ``device`` cpu (default) or cuda."""
+        runner, tokenizer, meta, resolved = load_runner(path, runtime, threads, device)
         return cls(runner, tokenizer, meta, resolved, threshold, flat)
 
     @classmethod
@@ -118,22 +126,28 @@ class Predictor:
         """Entities of each text (character offsets into it), in input order."""
         if isinstance(texts, str):
             raise TypeError("predict takes a list of texts")
+        return list(self.stream(texts, batch_size, progress, total=len(texts)))
+
+    def stream(self, texts: Iterable[str], batch_size: int = 32, progress: bool = False,
+               total: int | None = None) -> Iterator[list[Prediction]]:
+        """:meth:`predict` over any iterable, lazily: texts are read, predicted and yielded a
+        chunk at a time, so memory is bounded by the chunk, not by the input."""
+        if isinstance(texts, str):
+            raise TypeError("stream takes an iterable of texts")
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size}: must be at least 1")
         from tqdm import tqdm
 
-        results: list[list[Prediction]] = []
         chunk = max(256, 8 * batch_size)  # documents encoded at a time (bounded memory)
-        with tqdm(total=len(texts), unit="doc", file=sys.stderr, disable=not progress,
+        texts = iter(texts)
+        with tqdm(total=total, unit="doc", file=sys.stderr, disable=not progress,
                   dynamic_ncols=True) as bar:
-            for lo in range(0, len(texts), chunk):
-                part = list(texts[lo : lo + chunk])
+            while part := list(islice(texts, chunk)):
                 per_doc: dict[int, list] = {}
                 for batch in self.batches(self.encode(part), batch_size):
                     self.collect(self.runner(**self.collate(batch)), batch, per_doc)
-                results.extend(self.merge(per_doc, len(part)))
+                yield from self.merge(per_doc, len(part))
                 bar.update(len(part))
-        return results
 
 
 # ----------------------------------------------------------------------------- the command
@@ -144,27 +158,43 @@ def record(text: str, predictions: list[Prediction]) -> dict:
                          for p in predictions]}
 
 
-def read_input(path: str | None) -> list[Document]:
-    """Documents of ``path`` (or stdin), via :func:`distill.data.readers.read_text`."""
+@contextmanager
+def input_file(path: str | None) -> Iterator[Path]:
+    """``path``, or stdin copied (in blocks) to a temporary file: the input is read twice, once
+    to check every line before any output and once to predict, both line by line. Errors about
+    the copy name ``<stdin>``."""
     if path is not None:
-        return read_text(path)
-    data = sys.stdin.buffer.read()
+        yield Path(path)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         file = Path(tmp) / "stdin"
-        file.write_bytes(data)
+        with open(file, "wb") as out:
+            shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
         try:
-            return read_text(file)
+            yield file
         except DataError as err:
             raise DataError(str(err).replace(str(file), "<stdin>")) from None
 
 
-def write_output(records: list[dict], path: str | None) -> None:
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+def count_input(file: Path) -> int:
+    """Check every line of ``file`` (a bad line at 9,000 fails before anything is written)."""
+    return sum(1 for _ in iter_text(file))
+
+
+def write_records(records: Iterable[dict], path: str | None) -> None:
+    """One JSON line per record, as they come: to stdout (flushed per line), or to ``path``
+    atomically (the file appears complete or not at all)."""
+    def write(out) -> None:
+        for r in records:
+            out.write(json.dumps(r, ensure_ascii=False) + "\n")
+            if out is sys.stdout:
+                out.flush()
+
     if path is None:
-        sys.stdout.write(lines)
+        write(sys.stdout)
         sys.stdout.flush()
-        return
-    write_atomic(path, lambda out: out.write(lines))
+    else:
+        write_atomic(path, write)
 
 
 def run(cfg: DictConfig) -> int:
@@ -173,15 +203,24 @@ def run(cfg: DictConfig) -> int:
                           "with runtime=onnx)")
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    docs = read_input(cfg.get("input"))
-    predictor = Predictor.from_path(cfg.ckpt, cfg.runtime, cfg.get("threads"),
-                                    cfg.get("threshold"), cfg.get("flat"))
-    progress = cfg.get("progress")
-    progress = cfg.get("input") is not None if progress is None else bool(progress)
-    texts = [d.text for d in docs]
-    predictions = predictor.predict(texts, int(cfg.batch_size), progress=progress)
-    write_output([record(t, p) for t, p in zip(texts, predictions)], cfg.get("output"))
+    resolve_device(cfg.get("device"))
+    with input_file(cfg.get("input")) as file:
+        total = count_input(file)
+        predictor = Predictor.from_path(cfg.ckpt, cfg.runtime, cfg.get("threads"),
+                                        cfg.get("threshold"), cfg.get("flat"), cfg.get("device"))
+        progress = cfg.get("progress")
+        progress = cfg.get("input") is not None if progress is None else bool(progress)
+        entities = 0
+
+        def records() -> Iterator[dict]:
+            nonlocal entities
+            kept, fed = tee(d.text for d in iter_text(file))  # tee holds at most one chunk
+            stream = predictor.stream(fed, int(cfg.batch_size), progress, total)
+            for text, predictions in zip(kept, stream, strict=True):
+                entities += len(predictions)
+                yield record(text, predictions)
+
+        write_records(records(), cfg.get("output"))
     if cfg.get("output"):
-        log.info("%d documents, %d entities -> %s", len(texts), sum(map(len, predictions)),
-                 cfg.output)
-    return len(texts)
+        log.info("%d documents, %d entities -> %s", total, entities, cfg.output)
+    return total

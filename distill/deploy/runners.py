@@ -16,18 +16,39 @@ from distill.io.load import load_checkpoint, resolve
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 
 
+def resolve_device(device: str | None) -> torch.device:
+    """``device=`` of predict, bench and serve: null or "cpu" is the CPU; "cuda" (or "cuda:N")
+    needs a CUDA build of torch and a GPU -- else a one-line error, never a silent CPU run."""
+    if device in (None, "", "cpu"):
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(str(device))
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={device!r}: expected cpu, cuda or cuda:N") from None
+    if resolved.type != "cuda":
+        raise ConfigError(f"device={device!r}: expected cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device={device}: no CUDA device here (torch {torch.__version__}, "
+                          "torch.cuda.is_available() is False); use device=cpu")
+    if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={device}: only {torch.cuda.device_count()} CUDA device(s)")
+    return resolved
+
+
 class TorchRunner:
-    """SpanNER forward in PyTorch on NumPy inputs; returns the (B, C, n, n) logits tensor."""
+    """SpanNER forward in PyTorch on NumPy inputs; returns the (B, C, n, n) logits tensor (on
+    ``device``; decoding thresholds it there, so only the spans kept cross to the CPU)."""
 
     runtime = "torch"
 
-    def __init__(self, model):
-        self.model = model.eval()
+    def __init__(self, model, device: str | torch.device | None = None):
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.model = model.eval().to(self.device)
 
     def __call__(self, input_ids, attention_mask, content_mask):
+        to = lambda a: torch.as_tensor(a).to(self.device, non_blocking=True)
         with torch.inference_mode():
-            return self.model(torch.as_tensor(input_ids), torch.as_tensor(attention_mask),
-                              torch.as_tensor(content_mask))
+            return self.model(to(input_ids), to(attention_mask), to(content_mask))
 
 
 class OnnxRunner:
@@ -38,7 +59,8 @@ class OnnxRunner:
     -- the other models in an interleaved benchmark, the rest of a server -- for a gain of a few
     percent in back-to-back calls only."""
 
-    def __init__(self, file: str | os.PathLike, runtime: str = "onnx", threads: int | None = None):
+    def __init__(self, file: str | os.PathLike, runtime: str = "onnx", threads: int | None = None,
+                 device: str | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -49,8 +71,15 @@ class OnnxRunner:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = ["CPUExecutionProvider"]
+        if resolve_device(device).type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ConfigError(f"device={device} runtime={runtime}: this onnxruntime has no "
+                                  "CUDAExecutionProvider (pip install onnxruntime-gpu)")
+            index = resolve_device(device).index or 0
+            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(file), options, providers=providers)
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
             raise CheckpointError(f"{file}: onnxruntime cannot load it "
                                   f"({' '.join(str(err).split())[:200]})") from None
@@ -69,13 +98,15 @@ def is_onnx_folder(path: str | os.PathLike) -> bool:
     return p.is_dir() and (p / ONNX_FILES["onnx"]).is_file()
 
 
-def load_runner(path: str | os.PathLike, runtime: str = "torch", threads: int | None = None):
+def load_runner(path: str | os.PathLike, runtime: str = "torch", threads: int | None = None,
+                device: str | None = None):
     """(runner, tokenizer or None, metadata, resolved path) for a checkpoint or export folder."""
     if runtime not in RUNTIMES:
         raise ConfigError(f"runtime={runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    resolve_device(device)  # a bad device= fails before the model loads
     if runtime == "torch":
         loaded = load_checkpoint(path)  # ONNX folders are refused there with a hint
-        return TorchRunner(loaded.model), loaded.tokenizer, loaded.meta, loaded.path
+        return TorchRunner(loaded.model, device), loaded.tokenizer, loaded.meta, loaded.path
     folder = resolve(path)
     if not is_onnx_folder(folder):
         run_dir = folder if folder.is_dir() else folder.parent
@@ -89,4 +120,5 @@ def load_runner(path: str | os.PathLike, runtime: str = "torch", threads: int | 
         raise CheckpointError(f"{folder}: no {file.name}; export with quantize=int8 for "
                               f"runtime={runtime}")
     meta = read_export_meta(folder)
-    return OnnxRunner(file, runtime, threads), read_export_tokenizer(folder, meta), meta, folder
+    return (OnnxRunner(file, runtime, threads, device), read_export_tokenizer(folder, meta), meta,
+            folder)

@@ -302,7 +302,7 @@ def run(cfg) -> None:
         torch.set_num_threads(int(cfg.threads))
     runtime = cfg.get("runtime") or ("onnx" if is_onnx_folder(resolve(cfg.ckpt)) else "torch")
     predictor = Predictor.from_path(cfg.ckpt, runtime, cfg.get("threads"), cfg.get("threshold"),
-                                    cfg.get("flat"))
+                                    cfg.get("flat"), cfg.get("device"))
     predictor.predict(["warm up"], settings.batch_size)  # the first call pays one-off costs
     app = create_app(predictor, settings, name=str(cfg.ckpt))
     config = uvicorn.Config(app, host=str(cfg.host), port=port, log_config=None,

@@ -25,10 +25,15 @@ def threshold_spans(logits, threshold: float = 0.0) -> list[np.ndarray]:
     """Per window, the (type, i, j, score) rows of every span whose logit exceeds ``threshold``.
 
     ``logits`` is (B, C, n, n), torch or NumPy; masked spans are −inf and never pass."""
-    if hasattr(logits, "detach"):
-        logits = logits.detach().float().cpu().numpy()
-    b, c, i, j = np.nonzero(logits > threshold)
-    rows = np.stack([c, i, j, logits[b, c, i, j]], axis=1) if len(b) else np.zeros((0, 4))
+    if hasattr(logits, "detach"):  # torch: select where the logits are (a GPU copies only these)
+        logits = logits.detach()
+        index = (logits > threshold).nonzero()
+        scores = logits[tuple(index.unbind(1))].float().cpu().numpy()
+        b, c, i, j = index.cpu().numpy().T
+    else:
+        b, c, i, j = np.nonzero(logits > threshold)
+        scores = logits[b, c, i, j]
+    rows = np.stack([c, i, j, scores], axis=1) if len(b) else np.zeros((0, 4))
     cuts = np.searchsorted(b, np.arange(1, logits.shape[0]))
     return np.split(rows, cuts)
 

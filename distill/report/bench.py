@@ -34,7 +34,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from distill.deploy.runners import TorchRunner, is_onnx_folder, load_runner
+from distill.deploy.runners import (
+    TorchRunner,
+    is_onnx_folder,
+    load_runner,
+    resolve_device,
+)
 from distill.errors import ConfigError
 from distill.eval.decode import merge_windows, threshold_spans, window_predictions
 from distill.io.atomic import write_json_atomic
@@ -94,7 +99,7 @@ class BenchModel:
         threshold = self.threshold
         if self.random_weights:
             logits = self.runner(**inputs["arrays"])
-            logits = logits.float().numpy() if hasattr(logits, "numpy") else np.asarray(logits)
+            logits = logits.float().cpu().numpy() if hasattr(logits, "numpy") else np.asarray(logits)
             finite = logits[np.isfinite(logits)]
             k = min(len(finite), max(1, int(RANDOM_SPANS_PER_TOKEN * tokens)) * batch)
             threshold = float(np.partition(finite, len(finite) - k)[len(finite) - k]) - 1e-6
@@ -114,13 +119,15 @@ class BenchModel:
         arrays = self._inputs[(batch, tokens)]["arrays"]
         start = time.perf_counter()
         logits = self.runner(**arrays)
+        if getattr(logits, "is_cuda", False):  # the forward pass ends when the device is done
+            torch.cuda.synchronize(logits.device)
         middle = time.perf_counter()
         self._decode(logits, batch, tokens)
         end = time.perf_counter()
         return end - start, end - middle
 
 
-def load_bench_model(spec: str, runtime: str | None = None) -> BenchModel:
+def load_bench_model(spec: str, runtime: str | None = None, device: str | None = None) -> BenchModel:
     """A model to time: checkpoint file, run folder, export folder, HF folder or shape
     ``bert-LxH``; ``runtime`` None is the natural one (torch, or onnx for an export folder)."""
     spec = str(spec)
@@ -129,11 +136,11 @@ def load_bench_model(spec: str, runtime: str | None = None) -> BenchModel:
             raise ConfigError(f"{spec}: a shape runs in PyTorch; for runtime={runtime} export it "
                               f"first: python -m distill.export shape={spec} output=<folder>")
         model, meta = shape_model(spec)
-        return BenchModel(spec, "torch", TorchRunner(model), meta["labels"], SHAPE_VOCAB,
+        return BenchModel(spec, "torch", TorchRunner(model, device), meta["labels"], SHAPE_VOCAB,
                           random_weights=True)
     if runtime is None:
         runtime = "onnx" if is_onnx_folder(spec) else "torch"
-    runner, tokenizer, meta, _ = load_runner(spec, runtime, torch.get_num_threads())
+    runner, tokenizer, meta, _ = load_runner(spec, runtime, torch.get_num_threads(), device)
     config = json.loads(meta["encoder_config"]) if meta.get("encoder_config") else {}
     vocab = int(config.get("vocab_size") or (len(tokenizer) if tokenizer is not None else SHAPE_VOCAB))
     special = {}
@@ -147,13 +154,14 @@ def load_bench_model(spec: str, runtime: str | None = None) -> BenchModel:
                       random_weights=random_weights, **special)
 
 
-def load_bench_models(spec: str, runtime: str | None = None) -> list[BenchModel]:
+def load_bench_models(spec: str, runtime: str | None = None,
+                      device: str | None = None) -> list[BenchModel]:
     """Like :func:`load_bench_model`; an export folder without ``runtime`` gives its fp32 and
     (when present) int8 models."""
     if runtime is None and is_onnx_folder(spec):
         runtimes = [r for r, f in ONNX_FILES.items() if (Path(spec) / f).is_file()]
-        return [load_bench_model(spec, r) for r in runtimes]
-    return [load_bench_model(spec, runtime)]
+        return [load_bench_model(spec, r, device) for r in runtimes]
+    return [load_bench_model(spec, runtime, device)]
 
 
 # ----------------------------------------------------------------------------- timing
@@ -223,7 +231,7 @@ def format_table(rows: list[dict]) -> str:
                       f"{100 * r['decode_share']:.1f}", f"{base[key] / r['p50_ms']:.2f}x"])
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
               for i, h in enumerate(header)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
+    fmt = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
                                   for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines)])
 
@@ -249,7 +257,8 @@ def run(cfg: DictConfig) -> dict:
         torch.set_num_threads(int(cfg.threads))
     threads = torch.get_num_threads()
     print(f"torch threads: {threads} (onnxruntime intra-op threads: {threads})", flush=True)
-    models = [m for spec in specs for m in load_bench_models(spec, cfg.get("runtime"))]
+    resolve_device(cfg.get("device"))
+    models = [m for spec in specs for m in load_bench_models(spec, cfg.get("runtime"), cfg.get("device"))]
     lengths = OmegaConf.to_container(cfg.lengths) if isinstance(cfg.lengths, ListConfig) else [cfg.lengths]
     cases = bench_cases(lengths, cfg.batch, cfg.batch_tokens)
     rows = measure(models, cases, int(cfg.warmup), int(cfg.repeats), bool(cfg.progress))
