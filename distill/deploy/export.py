@@ -6,7 +6,8 @@ masked span logits (batch, types, n, n) of :class:`distill.model.span_ner.SpanNE
 ``quantize=int8``, ``model.int8.onnx`` (onnxruntime's transformer op fusion, then dynamic int8
 quantization of the weights). ``optimize`` says which graphs get the offline fusion: ``int8`` (the
 default: the graph that is quantized), ``ort`` (``model.onnx`` too), ``none``. ``distill.json``
-records, per exported file, the op types of its final graph and their counts (``onnx.fused_ops``).
+records the fused ops onnxruntime runs (``fused_ops``: op name -> count, of the int8 file when
+there is one; per file under ``onnx.runtime_fused_ops``) and each file's op counts (``onnx.graph_ops``).
 :func:`export_encoder_recipe` is the hand-made reference the benchmark compares against: the
 plain encoder, TorchScript exporter, ``quantize_dynamic`` QInt8.
 Decoding is not in the graph: every runtime decodes with the same NumPy code
@@ -30,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -69,8 +71,31 @@ class LogitsOnly(torch.nn.Module):
         return self.model(input_ids, attention_mask, content_mask)
 
 
+@contextlib.contextmanager
+def eager_attention(encoder):
+    """The encoder with its eager attention while exported (then as it was). transformers 5's
+    SDPA path builds its mask with ``Where``/``IsNaN`` over (B, 1, n, n) in the graph -- a quarter
+    of onnxruntime's time at 512 tokens; the eager path exports as MatMul, Add and Softmax
+    (measured in docs/results.md). Encoders without the switch export as they are."""
+    before = getattr(encoder.config, "_attn_implementation", None)
+    switch = getattr(encoder, "set_attn_implementation", None)
+    changed = False
+    if before not in (None, "eager") and switch is not None:
+        try:
+            switch("eager")
+            changed = True
+        except (ValueError, ImportError, NotImplementedError, AttributeError):
+            pass
+    try:
+        yield encoder
+    finally:
+        if changed:
+            switch(before)
+
+
 def export_onnx(model, file: Path, opset: int = 18) -> None:
-    """torch.onnx.export (the torch.export-based exporter) with dynamic batch/sequence axes."""
+    """torch.onnx.export (the torch.export-based exporter) with dynamic batch/sequence axes, the
+    encoder in eager attention (:func:`eager_attention`)."""
     try:
         import onnxscript  # noqa: F401  (required by the exporter)
     except ImportError:
@@ -89,7 +114,8 @@ def export_onnx(model, file: Path, opset: int = 18) -> None:
     try:
         for q in quiet:
             q.setLevel(logging.ERROR)
-        with contextlib.redirect_stdout(stdout), torch.no_grad(), warnings.catch_warnings():
+        with contextlib.redirect_stdout(stdout), torch.no_grad(), warnings.catch_warnings(), \
+                eager_attention(model.encoder):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 LogitsOnly(model).eval(), args, input_names=list(INPUT_NAMES),
@@ -130,10 +156,17 @@ def fuse_transformer_ops(source: Path, target: Path, config) -> dict | None:
         log.warning("onnx: graph fusion skipped (onnxruntime.transformers unavailable: %s)", err)
         return None
     try:
+        from onnxruntime.transformers.fusion_options import FusionOptions
+
+        options = FusionOptions("bert")
+        # EmbedLayerNormalization computes BERT's positions (0..n-1); MPNet's and RoBERTa's start
+        # after the padding id, so fusing theirs is wrong (a tiny MPNet int8: logits 1.7 off, 0.02 unfused)
+        options.enable_embed_layer_norm = getattr(config, "model_type", "bert") == "bert"
         with _quiet_onnxruntime_tools():
             fused = optimize_model(str(source), model_type="bert", opt_level=0,
                                    num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
-                                   hidden_size=int(getattr(config, "hidden_size", 0) or 0))
+                                   hidden_size=int(getattr(config, "hidden_size", 0) or 0),
+                                   optimization_options=options)
             counts = {op: n for op, n in fused.get_fused_operator_statistics().items() if n}
             fused.save_model_to_file(str(target))
     except Exception as err:  # a graph the optimizer does not understand: quantize it unfused
@@ -150,6 +183,27 @@ def op_counts(file: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in onnx.load(str(file), load_external_data=False).graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def runtime_fused_ops(file: Path) -> dict[str, int]:
+    """Op name -> count of the fused (``com.microsoft``) ops in the graph onnxruntime actually
+    runs for ``file`` on the CPU: the offline fusion plus what onnxruntime fuses itself at load
+    (the graph it optimises is saved to a temporary file and counted)."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        options.log_severity_level = 3
+        ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        if node.domain == "com.microsoft":
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
@@ -335,10 +389,14 @@ def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
         onnx_meta["int8"] = {"quantization": "dynamic, int8 weights", "fused_ops": fused}
         log.info("onnx: %s (fused before quantizing: %s)", ONNX_FILES["onnx-int8"],
                  ", ".join(f"{n} {op}" for op, n in fused.items()) if fused else "nothing")
-    # what each file's final graph holds (onnxruntime applies its own fusions at load on top)
+    # offline fusion per file; each file's op counts; the fused ops onnxruntime runs per file
+    # and, as ``fused_ops``, those of the file served by default (int8 when there is one)
     onnx_meta["fusion"] = fusion
-    onnx_meta["fused_ops"] = {name: op_counts(tmp / name) for name in onnx_meta["files"]}
-    meta = export_meta(loaded.meta, "onnx", names, onnx=onnx_meta, **extra)
+    onnx_meta["graph_ops"] = {name: op_counts(tmp / name) for name in onnx_meta["files"]}
+    onnx_meta["runtime_fused_ops"] = {name: runtime_fused_ops(tmp / name) for name in onnx_meta["files"]}
+    onnx_meta["fused_ops"] = onnx_meta["runtime_fused_ops"][onnx_meta["files"][-1]]
+    meta = export_meta(loaded.meta, "onnx", names, onnx=onnx_meta, fused_ops=onnx_meta["fused_ops"],
+                       **extra)
     write_json_atomic(tmp / META_FILE, meta)
     runners = {"onnx": OnnxRunner(tmp / ONNX_FILES["onnx"], "onnx")}
     if quantize:
