@@ -71,3 +71,30 @@ def test_bench_command_writes_json(tmp_path, capsys):
         assert set(r) == set(FIELDS) and r["runtime"] == "torch"
     printed = capsys.readouterr().out
     assert "torch threads: 1" in printed and "p50 ms" in printed and "bert-1x64" in printed
+
+
+def test_reference_recipe_row_ratio_and_length_plot(tmp_path, capsys):
+    """recipe:<shape> is the hand-made onnxruntime int8 encoder; every row of a case gets its p50
+    over the recipe's; plot= draws latency against length."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not importable")
+    from hydra import compose, initialize_config_dir
+
+    from distill.report.bench import run
+
+    out, plot = tmp_path / "bench.json", tmp_path / "latency.png"
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("bench", overrides=["models=[bert-2x64,recipe:bert-2x64]", "lengths=[8,16]",
+                                          "batch=2", "batch_tokens=8", "repeats=3", "warmup=1",
+                                          f"output={out}", f"plot={plot}", "progress=false"])
+    rows = run(cfg)["results"]
+    assert [(r["model"], r["runtime"]) for r in rows[:2]] == [("bert-2x64", "torch"),
+                                                              ("recipe:bert-2x64", "recipe-int8")]
+    for case in (rows[0:2], rows[2:4], rows[4:6]):
+        torch_row, recipe_row = case
+        assert recipe_row["vs_recipe"] == 1.0 and recipe_row["decode_share"] < 0.05  # no decoding
+        assert torch_row["vs_recipe"] == pytest.approx(torch_row["p50_ms"] / recipe_row["p50_ms"],
+                                                       rel=1e-3)
+    assert "vs recipe" in capsys.readouterr().out
+    assert plot.is_file() and plot.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ConfigError, match="recipe runs in onnxruntime int8"):
+        load_bench_model("recipe:bert-2x64", runtime="torch")

@@ -7,7 +7,10 @@ warm-up: p50/p95 latency per text at batch 1 for each of ``lengths`` tokens, and
 (texts/s) at batch ``batch`` and ``batch_tokens`` tokens. A run is end to end after
 tokenization: forward pass plus decoding (:func:`distill.eval.decode.threshold_spans`,
 :func:`~distill.eval.decode.window_predictions`, :func:`~distill.eval.decode.merge_windows`); decoding is
-also timed alone (``decode_ms`` per text, ``decode_share`` of the run).
+also timed alone (``decode_ms`` per text, ``decode_share`` of the run). With a reference recipe
+among the models (``recipe:bert-4x768``, see :func:`load_recipe_model`) every row has
+``vs_recipe``: its p50 over the recipe's p50 of the same case. ``plot=<png>`` draws p50 latency
+against length for every model.
 
 Models: a checkpoint file, run folder or ``format=hf`` folder (PyTorch); an ONNX export folder
 (onnxruntime, fp32 and, when present, int8 as separate rows); or a shape ``bert-LxH`` — a
@@ -49,8 +52,9 @@ from distill.model.shapes import SHAPE_VOCAB, parse_shape, shape_model
 log = logging.getLogger("distill")
 
 RANDOM_SPANS_PER_TOKEN = 0.25
+RECIPE = "recipe:"
 FIELDS = ("model", "runtime", "batch", "tokens", "p50_ms", "p95_ms", "per_second",
-          "decode_ms", "decode_share")
+          "decode_ms", "decode_share", "vs_recipe")
 
 
 # ----------------------------------------------------------------------------- models
@@ -61,8 +65,9 @@ class BenchModel:
 
     def __init__(self, name: str, runtime: str, runner, labels: list[str], vocab_size: int,
                  threshold: float = 0.0, flat: bool = False, random_weights: bool = False,
-                 cls_id: int = 2, sep_id: int = 3):
+                 cls_id: int = 2, sep_id: int = 3, decode: bool = True):
         self.name, self.runtime, self.runner = name, runtime, runner
+        self.decode = decode  # False: an encoder without a head (the reference recipe)
         self.labels, self.vocab_size = list(labels), int(vocab_size)
         self.threshold, self.flat, self.random_weights = float(threshold), bool(flat), random_weights
         self.cls_id, self.sep_id = cls_id, sep_id
@@ -97,7 +102,7 @@ class BenchModel:
         if key in self._thresholds:
             return
         threshold = self.threshold
-        if self.random_weights:
+        if self.random_weights and self.decode:
             logits = self.runner(**inputs["arrays"])
             logits = logits.float().cpu().numpy() if hasattr(logits, "numpy") else np.asarray(logits)
             finite = logits[np.isfinite(logits)]
@@ -106,6 +111,8 @@ class BenchModel:
         self._thresholds[key] = threshold
 
     def _decode(self, logits, batch: int, tokens: int) -> None:
+        if not self.decode:
+            return
         offsets = self._inputs[(batch, tokens)]["offsets"]
         for rows in threshold_spans(logits, self._thresholds[(batch, tokens)]):
             merge_windows([window_predictions(rows, offsets, self.labels)], self.flat)
@@ -127,10 +134,44 @@ class BenchModel:
         return end - start, end - middle
 
 
+def load_recipe_model(spec: str) -> BenchModel:
+    """``recipe:<shape | checkpoint | run dir>``: the standard hand-made onnxruntime recipe for
+    that model's encoder (:func:`distill.deploy.export.export_encoder_recipe`: the plain encoder,
+    TorchScript exporter, ``quantize_dynamic`` QInt8, no head, no decoding) -- the reference the
+    project's own int8 graphs are measured against (``vs_recipe``)."""
+    import tempfile
+
+    from distill.deploy.export import export_encoder_recipe
+    from distill.deploy.runners import OnnxRunner
+    from distill.io.load import load_checkpoint
+
+    source = spec.removeprefix(RECIPE)
+    if parse_shape(source) is not None and not Path(source).exists():
+        model, _ = shape_model(source)
+        tokenizer = None
+    else:
+        loaded = load_checkpoint(source)
+        model, tokenizer = loaded.model, loaded.tokenizer
+    with tempfile.TemporaryDirectory() as tmp:  # the session holds the graph once loaded
+        runner = OnnxRunner(export_encoder_recipe(model.encoder, Path(tmp)), "onnx-int8",
+                            torch.get_num_threads())
+    special = {}
+    if tokenizer is not None and tokenizer.cls_token_id is not None and tokenizer.sep_token_id is not None:
+        special = {"cls_id": tokenizer.cls_token_id, "sep_id": tokenizer.sep_token_id}
+    return BenchModel(spec, "recipe-int8", runner, model.labels, model.encoder.config.vocab_size,
+                      decode=False, **special)
+
+
 def load_bench_model(spec: str, runtime: str | None = None, device: str | None = None) -> BenchModel:
-    """A model to time: checkpoint file, run folder, export folder, HF folder or shape
-    ``bert-LxH``; ``runtime`` None is the natural one (torch, or onnx for an export folder)."""
+    """A model to time: checkpoint file, run folder, export folder, HF folder, shape
+    ``bert-LxH`` or ``recipe:<shape or checkpoint>`` (:func:`load_recipe_model`); ``runtime``
+    None is the natural one (torch, or onnx for an export folder)."""
     spec = str(spec)
+    if spec.startswith(RECIPE):
+        if runtime not in (None, "onnx-int8") or resolve_device(device).type != "cpu":
+            raise ConfigError(f"{spec}: the reference recipe runs in onnxruntime int8 on the CPU "
+                              "(leave runtime and device unset)")
+        return load_recipe_model(spec)
     if parse_shape(spec) is not None and not Path(spec).exists():
         if runtime not in (None, "torch"):
             raise ConfigError(f"{spec}: a shape runs in PyTorch; for runtime={runtime} export it "
@@ -198,8 +239,11 @@ def measure(models: list[BenchModel], cases: list[tuple[int, int]], warmup: int 
                         bar.update()
             finally:
                 gc.enable()
-            for m, timings in zip(models, runs):
-                rows.append(summarize(m, batch, tokens, timings))
+            case = [summarize(m, batch, tokens, timings) for m, timings in zip(models, runs)]
+            recipe = next((r["p50_ms"] for r in case if r["runtime"] == "recipe-int8"), None)
+            for r in case:  # p50 over the (first) reference recipe's p50 of the same case
+                r["vs_recipe"] = round(r["p50_ms"] / recipe, 4) if recipe else None
+            rows.extend(case)
     return rows
 
 
@@ -220,7 +264,7 @@ def summarize(model: BenchModel, batch: int, tokens: int, timings: list[tuple[fl
 def format_table(rows: list[dict]) -> str:
     """A plain-text table; speed-up is p50 relative to the first model of the same case."""
     header = ["model", "runtime", "batch", "tokens", "p50 ms", "p95 ms", "texts/s", "decode %",
-              "speed-up"]
+              "speed-up"] + (["vs recipe"] if any(r.get("vs_recipe") for r in rows) else [])
     base: dict[tuple[int, int], float] = {}
     lines = []
     for r in rows:
@@ -228,7 +272,9 @@ def format_table(rows: list[dict]) -> str:
         base.setdefault(key, r["p50_ms"])
         lines.append([str(r["model"]), r["runtime"], str(r["batch"]), str(r["tokens"]),
                       f"{r['p50_ms']:.2f}", f"{r['p95_ms']:.2f}", f"{r['per_second']:.1f}",
-                      f"{100 * r['decode_share']:.1f}", f"{base[key] / r['p50_ms']:.2f}x"])
+                      f"{100 * r['decode_share']:.1f}", f"{base[key] / r['p50_ms']:.2f}x"]
+                     + ([f"{r['vs_recipe']:.2f}" if r.get("vs_recipe") else "-"]
+                        if len(header) > 9 else []))
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
               for i, h in enumerate(header)]
     fmt = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
@@ -266,4 +312,9 @@ def run(cfg: DictConfig) -> dict:
     report = {"threads": threads, "results": rows}
     write_json_atomic(cfg.output, report)
     log.info("wrote %s", cfg.output)
+    if cfg.get("plot") and len({r["tokens"] for r in rows if r["batch"] == 1}) > 1:
+        from distill.report.plots import plot_latency_vs_length
+
+        plot_latency_vs_length(rows, Path(cfg.plot))
+        log.info("wrote %s", cfg.plot)
     return report

@@ -100,6 +100,24 @@ def plot_f1_vs_depth(rows: list[dict], path: Path) -> bool:
                  f"{split} F1 vs depth, by pruning strategy")
 
 
+def plot_latency_vs_length(rows: list[dict], path: Path) -> bool:
+    """p50 latency per text at batch 1 against the number of tokens, one line per model and
+    runtime (``distill.bench`` rows), both axes logarithmic."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        if r["batch"] == 1:
+            series.setdefault(f"{r['model']} ({r['runtime']})", []).append((r["tokens"], r["p50_ms"]))
+    for label, points in series.items():
+        xs, ys = zip(*sorted(points))
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    return _save(plt, fig, ax, path, "tokens", "p50 latency per text (ms)",
+                 "Latency vs length (batch 1)")
+
+
 def _error_bars(ax, rows: list[dict], xs: list[float], split: str, color) -> None:
     """Error bars (± the spread over seeds) at the rows that have one."""
     bars = [(x, 100 * r[f"{split}_f1"], 100 * r[f"{split}_f1_spread"]) for x, r in zip(xs, rows)
