@@ -187,3 +187,28 @@ def test_a_model_that_fails_to_load_is_a_one_line_error(tmp_path):
     assert proc.returncode == 2
     assert err.strip().splitlines()[-1].startswith("error: ") and "nope" in err
     assert "Traceback" not in err
+
+
+def test_load_test_tool_runs_bounded_and_checks_faults(tiny_teacher_ckpt, tmp_path):
+    """tools/serve_load.py on the tiny model: few requests, every phase reported, faults answered
+    with 4xx, SIGTERM with requests in flight drains and exits 0."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "load.json"
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "serve_load.py"), "--ckpt",
+                           str(tiny_teacher_ckpt), "--requests", "16", "--concurrency", "1", "4",
+                           "--max-seconds", "30", "--threads", "1", "--output", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["one_at_a_time"]["requests"] == 16
+    for c in ("1", "4"):
+        phase = report["server"][c]
+        assert phase["requests"] == 16 and phase["errors"] == 0 and phase["wrong_records"] == 0
+        assert phase["p50_ms"] <= phase["p99_ms"] and phase["texts_per_model_call"] >= 1
+    assert {b["got"] for b in report["server"]["4"]["bad_requests"]} == {400, 413, 422}
+    assert report["healthy_after_faults"] and report["sigterm"]["all_200"]
+    assert report["sigterm"]["exit_code"] == 0 and "ok" in done.stdout
