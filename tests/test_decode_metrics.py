@@ -91,3 +91,23 @@ def test_merge_decides_each_span_once_whatever_the_window_order():
     assert merge_windows([b], flat=True) == [Prediction(8, 11, "ORG", 3.0)]
     with pytest.raises(ValueError, match="offsets"):
         merge_windows([a, b])
+
+
+def test_threshold_spans_same_rows_from_torch_and_numpy():
+    """Torch logits are thresholded where they are (only the kept spans are copied off a GPU);
+    the rows equal those of the NumPy path, window by window."""
+    import torch
+
+    from distill.eval.decode import threshold_spans
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 2, 7, 7, generator=g)
+    logits[1] = float("-inf")  # a window with no span
+    logits[2, :, 4:, :] = float("-inf")
+    for threshold in (0.0, 1.5):
+        from_torch = threshold_spans(logits, threshold)
+        from_numpy = threshold_spans(logits.numpy(), threshold)
+        assert len(from_torch) == len(from_numpy) == 3 and len(from_torch[1]) == 0
+        for a, b in zip(from_torch, from_numpy):
+            np.testing.assert_array_equal(a, b)
+    assert sum(map(len, threshold_spans(logits, 0.0))) == int((logits > 0).sum())

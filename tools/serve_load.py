@@ -10,10 +10,13 @@
    one text each (fewer if ``--max-seconds`` runs out), by that many concurrent clients: p50/p99
    latency per request, texts/s, errors, and the mean texts per model call (``distill_batch_size``
    from /metrics).
-3. Faults under load: bad requests (invalid JSON, missing ``texts``, a body over the limit) sent
-   while the clients run must get 4xx and leave the server healthy, with the good requests right
-   (the same records as the reference); then SIGTERM with requests in flight: all of them finish
-   with 200 and the server exits 0.
+3. Faults under load (at the highest concurrency): bad requests (invalid JSON, missing ``texts``,
+   a non-string text, a body over the limit), a burst of 32 bodies over the limit at once, and
+   clients that disconnect mid-request (half a body; a whole request, gone before the answer),
+   all while the clients run: each bad request gets its 4xx, and the server stays healthy with
+   every good request answered right (the same records as the reference) -- zero errors, zero
+   lost requests. Then SIGTERM with requests in flight: all of them finish with 200 and the
+   server exits 0.
 
 Prints a table, writes ``--output`` (JSON). The reference and the server never run at once.
 """
@@ -132,7 +135,35 @@ async def load(url: str, texts: list[str], requests: int, concurrency: int, max_
                 bad.append({"expected": status, "got": response.status_code,
                             "json_error": "error" in response.json()})
 
-        jobs = [worker() for _ in range(concurrency)] + ([faults()] if bad_requests else [])
+        async def disconnects() -> None:
+            """Clients that leave mid-request: half a body, then a whole request whose answer
+            they do not wait for."""
+            host, port = url.removeprefix("http://").split(":")
+            body = json.dumps({"texts": texts}).encode()
+            head = (f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode()
+            for part in (body[: len(body) // 2], body) * 3:
+                _, writer = await asyncio.open_connection(host, int(port))
+                writer.write(head + part)
+                await writer.drain()
+                writer.close()
+                await asyncio.sleep(0.01)
+            bad.append({"disconnected_clients": 6})
+
+        async def burst() -> None:
+            """32 requests over the size limit at once."""
+            await asyncio.sleep(0.1)
+            big = json.dumps({"texts": ["x" * 1_100_000]}).encode()
+            responses = await asyncio.gather(*[client.post(
+                f"{url}/predict", content=big, headers={"content-type": "application/json"})
+                for _ in range(32)])
+            codes = sorted({r.status_code for r in responses})
+            bad.append({"expected": 413, "got": codes[0] if len(codes) == 1 else codes,
+                        "json_error": all("error" in r.json() for r in responses), "burst": 32})
+
+        jobs = [worker() for _ in range(concurrency)]
+        if bad_requests:
+            jobs += [faults(), disconnects(), burst()]
         await asyncio.gather(*jobs)
     result = summary(latencies, time.perf_counter() - started, errors)
     result["wrong_records"] = wrong
@@ -239,7 +270,8 @@ def main(argv=None) -> int:
           and report["sigterm"]["exit_code"] == 0
           and all(r["errors"] == 0 and r["wrong_records"] == 0 for r in report["server"].values())
           and all(b["got"] == b["expected"] and b["json_error"]
-                  for b in report["server"][str(max(args.concurrency))]["bad_requests"]))
+                  for b in report["server"][str(max(args.concurrency))]["bad_requests"]
+                  if "expected" in b))
     print("ok" if ok else "FAILED", flush=True)
     return 0 if ok else 1
 
