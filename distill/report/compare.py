@@ -12,6 +12,7 @@ compares and prints the table.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -26,12 +27,74 @@ from distill.report.runs import (
     build_rows,
     display_path,
     load_runs,
-    measure_latency,
     seed_groups,
     table_rows,
+    LATENCY_TOKENS,
+    THROUGHPUT_BATCH,
+    join_notes,
     warn,
 )
 from distill.report.table import machine_note, markdown_table, write_csv, write_markdown
+
+
+def measure_latency(rows: list[dict], repeats: int, warmup: int, runtime: str | None,
+                    tokens: int = LATENCY_TOKENS, batch: int = THROUGHPUT_BATCH) -> list[str]:
+    """Fill p50/p95/throughput/runtime of ``rows`` in place (and speed-up). Returns notes."""
+    notes = []
+    try:
+        from distill.report.bench import load_bench_model, measure
+    except ImportError as err:
+        warn(f"latency not measured: distill.bench is unavailable ({err})")
+        return [f"Latency not measured: distill.bench is unavailable ({err})."]
+    from tqdm import tqdm
+
+    todo = [r for r in rows if r["checkpoint"]]
+    for row in rows:
+        if not row["checkpoint"]:
+            row["note"] = join_notes(row["note"], "no checkpoint recorded: latency not measured")
+    models, measured = [], []
+    for row in tqdm(todo, desc="loading models", unit="model", file=sys.stderr, leave=False):
+        if not Path(row["checkpoint"]).is_file():
+            row["note"] = join_notes(row["note"], "checkpoint missing: latency not measured")
+            warn(f"{row['checkpoint']}: checkpoint missing, latency not measured ({row['name']})")
+            continue
+        try:
+            models.append(load_bench_model(row["checkpoint"], runtime))
+            measured.append(row)
+        except Exception as err:  # noqa: BLE001 - one bad checkpoint must not sink the table
+            message = " ".join(str(err).split())[:200]
+            row["note"] = join_notes(row["note"], f"latency not measured: {message}")
+            warn(f"{row['checkpoint']}: cannot load for latency ({message})")
+    if not models:
+        return notes
+    cases = [(1, tokens), (batch, tokens)]
+    results = measure(models, cases, warmup=warmup, repeats=repeats, progress=True)
+    for (b, t), per_model in zip(cases, _by_case(results, models, cases)):
+        for row, result in zip(measured, per_model):
+            if result is None:
+                continue
+            row["runtime"] = result.get("runtime")
+            if (b, t) == (1, tokens):
+                row["p50_ms"], row["p95_ms"] = result.get("p50_ms"), result.get("p95_ms")
+            else:
+                row["throughput_per_s"] = result.get("per_second")
+    return notes
+
+
+def _by_case(results: list[dict], models: list, cases: list[tuple[int, int]]) -> list[list]:
+    """For each case, the result row of each model (in ``models`` order). Rows are matched by
+    model name when the names are unique, else by order within the case."""
+    names = [str(getattr(m, "name", "")) for m in models]
+    unique = all(names) and len(set(names)) == len(names)
+    out = []
+    for b, t in cases:
+        case_rows = [r for r in results if (r.get("batch"), r.get("tokens")) == (b, t)]
+        if unique and {str(r.get("model")) for r in case_rows} == set(names):
+            by_name = {str(r.get("model")): r for r in case_rows}
+            out.append([by_name[n] for n in names])
+        else:
+            out.append(case_rows[: len(models)] + [None] * (len(models) - len(case_rows)))
+    return out
 
 
 def compare(paths: list[Path], output: Path | None = None, latency: bool = True,

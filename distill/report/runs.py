@@ -6,8 +6,7 @@ nested folders included); a run folder without a usable one (failed, interrupted
 becomes a :class:`Failed`, never skipped silently. Each student's teacher
 (``metrics["teacher"]["checkpoint"]``) becomes a teacher run even when its own folder was not given
 (deduplicated by checkpoint path). :func:`build_rows` gives the rows (columns :data:`COLUMNS`), in
-table order; :func:`measure_latency` times them all in one process, interleaved
-(:mod:`distill.report.bench`).
+table order (:func:`distill.report.compare.measure_latency` fills their latency).
 
 Runs alike but for their seed (:data:`SEED_KEY`, distinct known seeds) are one configuration:
 :func:`seed_groups` finds them, :func:`table_rows` gives the table's rows, a group of several
@@ -495,68 +494,6 @@ def sort_runs(runs: list[Run]) -> list[Run]:
     return sorted(runs, key=key)
 
 
-# ----------------------------------------------------------------------------- latency
-
-def measure_latency(rows: list[dict], repeats: int, warmup: int, runtime: str | None,
-                    tokens: int = LATENCY_TOKENS, batch: int = THROUGHPUT_BATCH) -> list[str]:
-    """Fill p50/p95/throughput/runtime of ``rows`` in place (and speed-up). Returns notes."""
-    notes = []
-    try:
-        from distill.report.bench import load_bench_model, measure
-    except ImportError as err:
-        warn(f"latency not measured: distill.bench is unavailable ({err})")
-        return [f"Latency not measured: distill.bench is unavailable ({err})."]
-    from tqdm import tqdm
-
-    todo = [r for r in rows if r["checkpoint"]]
-    for row in rows:
-        if not row["checkpoint"]:
-            row["note"] = _join(row["note"], "no checkpoint recorded: latency not measured")
-    models, measured = [], []
-    for row in tqdm(todo, desc="loading models", unit="model", file=sys.stderr, leave=False):
-        if not Path(row["checkpoint"]).is_file():
-            row["note"] = _join(row["note"], "checkpoint missing: latency not measured")
-            warn(f"{row['checkpoint']}: checkpoint missing, latency not measured ({row['name']})")
-            continue
-        try:
-            models.append(load_bench_model(row["checkpoint"], runtime))
-            measured.append(row)
-        except Exception as err:  # noqa: BLE001 - one bad checkpoint must not sink the table
-            message = " ".join(str(err).split())[:200]
-            row["note"] = _join(row["note"], f"latency not measured: {message}")
-            warn(f"{row['checkpoint']}: cannot load for latency ({message})")
-    if not models:
-        return notes
-    cases = [(1, tokens), (batch, tokens)]
-    results = measure(models, cases, warmup=warmup, repeats=repeats, progress=True)
-    for (b, t), per_model in zip(cases, _by_case(results, models, cases)):
-        for row, result in zip(measured, per_model):
-            if result is None:
-                continue
-            row["runtime"] = result.get("runtime")
-            if (b, t) == (1, tokens):
-                row["p50_ms"], row["p95_ms"] = result.get("p50_ms"), result.get("p95_ms")
-            else:
-                row["throughput_per_s"] = result.get("per_second")
-    return notes
-
-
-def _by_case(results: list[dict], models: list, cases: list[tuple[int, int]]) -> list[list]:
-    """For each case, the result row of each model (in ``models`` order). Rows are matched by
-    model name when the names are unique, else by order within the case."""
-    names = [str(getattr(m, "name", "")) for m in models]
-    unique = all(names) and len(set(names)) == len(names)
-    out = []
-    for b, t in cases:
-        case_rows = [r for r in results if (r.get("batch"), r.get("tokens")) == (b, t)]
-        if unique and {str(r.get("model")) for r in case_rows} == set(names):
-            by_name = {str(r.get("model")): r for r in case_rows}
-            out.append([by_name[n] for n in names])
-        else:
-            out.append(case_rows[: len(models)] + [None] * (len(models) - len(case_rows)))
-    return out
-
-
 def add_kd_gains(rows: list[dict], runs: list[dict] | None = None) -> None:
     """``kd_gain``: a KD student's F1 minus that of the same student trained without KD (same
     teacher, gold training data, kept layers and init; the mean when there are several, e.g.
@@ -616,7 +553,7 @@ def fmt_num(value, digits: int = 3) -> str:
     return str(value)
 
 
-def _join(a: str | None, b: str) -> str:
+def join_notes(a: str | None, b: str) -> str:
     return f"{a}; {b}" if a else b
 
 
