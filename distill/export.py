@@ -16,7 +16,8 @@ def main(cfg: DictConfig) -> None:
     summary = export(ckpt=cfg.get("ckpt"), output=cfg.get("output"), format=cfg.format,
                      quantize=cfg.get("quantize"), shape=cfg.get("shape"),
                      parity_docs=int(cfg.parity_docs), atol=float(cfg.atol), opset=int(cfg.opset),
-                     threads=cfg.get("threads"), optimize=cfg.get("optimize") or "int8")
+                     threads=cfg.get("threads"), optimize=cfg.get("optimize") or "int8",
+                     reduce_range=bool(cfg.get("reduce_range")))
     print(f"exported to {summary['output']}", flush=True)
 
 

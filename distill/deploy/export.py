@@ -10,8 +10,9 @@ records the fused ops onnxruntime runs (``fused_ops``: op name -> count, of the 
 there is one; per file under ``onnx.runtime_fused_ops``) and each file's op counts (``onnx.graph_ops``).
 :func:`export_encoder_recipe` is the hand-made reference the benchmark compares against: the
 plain encoder, TorchScript exporter, ``quantize_dynamic`` QInt8.
-Decoding is not in the graph: every runtime decodes with the same NumPy code
-(:mod:`distill.eval.decode`). The export is checked before it is kept: ONNX logits must match PyTorch
+Both files also output the compact form decoding reads (:func:`add_span_outputs`: the spans
+above an input ``threshold``, K rows instead of the dense matrix); the rest of decoding (offsets,
+merging windows) is the same NumPy code for every runtime (:mod:`distill.eval.decode`). The export is checked before it is kept: ONNX logits must match PyTorch
 within ``atol`` and the decoded entities must be identical (``parity.json``); an int8 model's F1
 and entity agreement against the fp32 model are reported.
 
@@ -263,23 +264,59 @@ def export_encoder_recipe(encoder, folder: Path, opset: int = 17) -> Path:
     return int8
 
 
-def quantize_int8(source: Path, target: Path) -> None:
+def add_span_outputs(file: Path, threshold: float = 0.0) -> None:
+    """Give an exported graph its compact output: ``span_index`` (K, 4) int64 rows (window,
+    type, start, end) of the spans whose logit exceeds the input ``threshold`` (a scalar, by
+    default the checkpoint's decoding threshold), and ``span_scores`` (K,) their logits -- what
+    decoding needs, K rows instead of B·C·n² floats. ``logits`` stays an output (parity, users
+    of the dense matrix); onnxruntime computes only the outputs a call asks for."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(file))
+    graph = model.graph
+    if any(o.name == "span_index" for o in graph.output):
+        return
+    graph.initializer.append(helper.make_tensor("threshold", TensorProto.FLOAT, [], [float(threshold)]))
+    graph.input.append(helper.make_tensor_value_info("threshold", TensorProto.FLOAT, []))
+    graph.node.extend([
+        helper.make_node("Greater", [OUTPUT_NAME, "threshold"], ["span_keep"], name="span_keep"),
+        helper.make_node("NonZero", ["span_keep"], ["span_nonzero"], name="span_nonzero"),
+        helper.make_node("Transpose", ["span_nonzero"], ["span_index"], perm=[1, 0], name="span_index"),
+        helper.make_node("GatherND", [OUTPUT_NAME, "span_index"], ["span_scores"], name="span_scores"),
+    ])
+    graph.output.extend([helper.make_tensor_value_info("span_index", TensorProto.INT64, ["spans", 4]),
+                         helper.make_tensor_value_info("span_scores", TensorProto.FLOAT, ["spans"])])
+    big = model.ByteSize() > 1_500_000_000
+    onnx.save(model, str(file), save_as_external_data=big, location=file.name + ".data" if big else None)
+
+
+def quantize_int8(source: Path, target: Path, reduce_range: bool = False) -> None:
     """Dynamic int8 quantization of the weights, one scale per output channel (activations
-    quantized at run time). Per channel because one scale per matrix lost 2.6 dev F1 on a CoNLL
-    MiniLM teacher (0.11 per channel; docs/results.md)."""
+    quantized at run time). Per channel because one scale per matrix lost 0.96 dev F1 on a CoNLL
+    MiniLM teacher (0.35 per channel; docs/results.md). ``reduce_range`` (7-bit weights) is for
+    x86 CPUs without VNNI (AVX2 only), where onnxruntime's u8×s8 kernels can saturate the pair
+    sums of full-range weights: a tiny random MPNet's int8 logits were 0.33 off there, 0.03 with
+    it; on that teacher it cost 0.11 F1 more than full range on the same AVX2 CPU."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet_onnxruntime_tools():
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         reduce_range=bool(reduce_range))
 
 
-def fused_int8(source: Path, target: Path, config) -> dict | None:
+def int8_description(reduce_range: bool) -> str:
+    return ("dynamic, int8 weights (QInt8), per output channel, "
+            + ("reduce_range (7-bit weights)" if reduce_range else "full range"))
+
+
+def fused_int8(source: Path, target: Path, config, reduce_range: bool = False) -> dict | None:
     """Fuse (:func:`fuse_transformer_ops`) into a temporary file next to ``target``, quantize that
     into ``target``; returns the fused-op counts (None: quantized unfused)."""
     fused_file = target.with_name(target.stem + ".fused.tmp.onnx")
     try:
         counts = fuse_transformer_ops(source, fused_file, config)
-        quantize_int8(fused_file if counts is not None else source, target)
+        quantize_int8(fused_file if counts is not None else source, target, reduce_range)
     finally:
         fused_file.unlink(missing_ok=True)
     return counts
@@ -305,7 +342,7 @@ def load_source(ckpt: str | None, shape: str | None) -> LoadedModel:
 def export(ckpt: str | None = None, output: str | None = None, format: str = "onnx",
            quantize: str | None = None, shape: str | None = None, parity_docs: int = 200,
            atol: float = 1e-3, opset: int = 18, threads: int | None = None,
-           optimize: str = "int8") -> dict:
+           optimize: str = "int8", reduce_range: bool = False) -> dict:
     """Export a checkpoint (or a random ``shape``); returns the summary written to parity.json."""
     if format not in ("onnx", "hf"):
         raise ConfigError(f"format={format!r}: expected onnx or hf")
@@ -337,7 +374,7 @@ def export(ckpt: str | None = None, output: str | None = None, format: str = "on
                 summary = _export_hf(loaded, tmp, names, extra)
             else:
                 summary = _export_onnx(loaded, tmp, names, extra, quantize, parity_docs, atol, opset,
-                                       optimize)
+                                       optimize, reduce_range)
             summary["output"] = str(output)
             write_json_atomic(tmp / PARITY_FILE, summary)
     except ParityError as err:
@@ -371,7 +408,7 @@ def _export_hf(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict) ->
 
 def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
                  quantize: str | None, parity_docs: int, atol: float, opset: int,
-                 optimize: str = "int8") -> dict:
+                 optimize: str = "int8", reduce_range: bool = False) -> dict:
     started = time.perf_counter()
     fp32_file = tmp / ONNX_FILES["onnx"]
     export_onnx(loaded.model, fp32_file, opset)
@@ -385,16 +422,21 @@ def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
     if quantize:
         int8_file = tmp / ONNX_FILES["onnx-int8"]
         if optimize == "int8":
-            fused = fused_int8(fp32_file, int8_file, config)
+            fused = fused_int8(fp32_file, int8_file, config, reduce_range)
         else:  # the fp32 graph is already fused (ort) or stays plain (none)
-            quantize_int8(fp32_file, int8_file)
+            quantize_int8(fp32_file, int8_file, reduce_range)
             fused = fusion.get(ONNX_FILES["onnx"])
         fusion[ONNX_FILES["onnx-int8"]] = fused
         onnx_meta["files"].append(ONNX_FILES["onnx-int8"])
-        onnx_meta["int8"] = {"quantization": "dynamic, int8 weights (QInt8), per output channel",
-                             "fused_ops": fused}
+        onnx_meta["int8"] = {"quantization": int8_description(reduce_range),
+                             "reduce_range": bool(reduce_range), "fused_ops": fused}
         log.info("onnx: %s (fused before quantizing: %s)", ONNX_FILES["onnx-int8"],
                  ", ".join(f"{n} {op}" for op, n in fused.items()) if fused else "nothing")
+    threshold = float((loaded.meta.get("decode") or {}).get("threshold", 0.0))
+    for name in onnx_meta["files"]:
+        add_span_outputs(tmp / name, threshold)
+    onnx_meta["outputs"] = [OUTPUT_NAME, "span_index", "span_scores"]
+    onnx_meta["threshold_input"] = {"name": "threshold", "default": threshold}
     # offline fusion per file; each file's op counts; the fused ops onnxruntime runs per file
     # and, as ``fused_ops``, those of the file served by default (int8 when there is one)
     onnx_meta["fusion"] = fusion
@@ -432,6 +474,10 @@ def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
     real = fp32.get("mismatched_spans", 0) - fp32.get("borderline_spans", 0)
     if real > 0:
         problems.append(f"{real} spans decode differently")
+    for name in runners:
+        if report[name].get("compact_windows_differing"):
+            problems.append(f"{name}: the compact output (span_index/span_scores) differs from the "
+                            f"thresholded logits in {report[name]['compact_windows_differing']} windows")
     if problems:
         raise ParityError(f"ONNX parity check failed: {'; '.join(problems)}", summary)
     return summary

@@ -12,6 +12,7 @@ from distill.data.document import Document
 from distill.data.readers import read_split
 from distill.deploy.runners import TorchRunner
 from distill.errors import CheckpointError, DistillError
+from distill.eval.decode import threshold_spans
 from distill.eval.metrics import SpanF1
 from distill.model.shapes import example_inputs
 
@@ -71,7 +72,8 @@ def check_parity(predictor, runners: dict, docs: list, atol: float, batch_size: 
     names = ["torch", *runners]
     per_doc = {name: {} for name in names}
     stats = {name: {"max_abs_diff": 0.0, "mask_equal": True, "mismatched_spans": 0,
-                    "borderline_spans": 0, "spans": 0} for name in runners}
+                    "borderline_spans": 0, "spans": 0, "compact_windows_differing": 0}
+             for name in runners}
     thr = predictor.threshold
     for batch in predictor.batches(windows, batch_size):
         arrays = predictor.collate(batch)
@@ -91,6 +93,12 @@ def check_parity(predictor, runners: dict, docs: list, atol: float, batch_size: 
             s["mismatched_spans"] += int(differ.sum())
             s["borderline_spans"] += int((differ & (np.abs(ref - thr) <= atol)).sum())
             s["spans"] += int((out > thr).sum())
+            if getattr(runner, "compact", False):  # what is served: the graph's own span rows
+                compact = runner(**arrays, threshold=thr)
+                s["compact_windows_differing"] += sum(
+                    not np.array_equal(a, b)
+                    for a, b in zip(threshold_spans(compact, thr), threshold_spans(out, thr)))
+                out = compact
             predictor.collect(out, batch, per_doc[name])
     predictions = {name: predictor.merge(per_doc[name], len(texts)) for name in names}
     labels = set(predictor.labels)
@@ -117,6 +125,10 @@ def check_parity(predictor, runners: dict, docs: list, atol: float, batch_size: 
             "entities_identical": spans == ref_spans,
             "agreement": round(len(ref_spans & spans) / len(union), 6) if union else 1.0,
             "mismatched_spans": stats[name]["mismatched_spans"],
+            # windows whose compact output (span_index/span_scores) differs from thresholding
+            # the same run's logits (None: the graph has no compact output)
+            "compact_windows_differing": (stats[name]["compact_windows_differing"]
+                                          if getattr(runners[name], "compact", False) else None),
             "borderline_spans": stats[name]["borderline_spans"],
             "f1": f1(predictions[name]),
         }
@@ -133,7 +145,7 @@ def synthetic_parity(loaded, runners: dict) -> dict:
     torch_runner = TorchRunner(loaded.model)
     report = {"documents": 0, "windows": 0}
     for name, runner in runners.items():
-        worst, mask_equal = 0.0, True
+        worst, mask_equal, differing = 0.0, True, 0
         for batch, tokens in ((1, 16), (2, 64)):
             ids, attention, content = (t.numpy() for t in example_inputs(
                 loaded.model.encoder.config.vocab_size, batch, tokens))
@@ -142,7 +154,13 @@ def synthetic_parity(loaded, runners: dict) -> dict:
             finite = np.isfinite(ref)
             mask_equal &= bool(np.array_equal(np.isfinite(out), finite))
             worst = max(worst, float(np.abs(out[finite] - ref[finite]).max()))
-        report[name] = {"max_abs_diff": worst, "mask_equal": mask_equal}
+            if getattr(runner, "compact", False):
+                differing += sum(not np.array_equal(a, b) for a, b in zip(
+                    threshold_spans(runner(ids, attention, content, threshold=0.0)),
+                    threshold_spans(out)))
+        report[name] = {"max_abs_diff": worst, "mask_equal": mask_equal,
+                        "compact_windows_differing": differing if getattr(runner, "compact", False)
+                        else None}
     return report
 
 

@@ -145,7 +145,8 @@ class Predictor:
             while part := list(islice(texts, chunk)):
                 per_doc: dict[int, list] = {}
                 for batch in self.batches(self.encode(part), batch_size):
-                    self.collect(self.runner(**self.collate(batch)), batch, per_doc)
+                    self.collect(self.runner(**self.collate(batch), threshold=self.threshold), batch,
+                                 per_doc)
                 yield from self.merge(per_doc, len(part))
                 bar.update(len(part))
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from distill.errors import CheckpointError, ConfigError
+from distill.eval.decode import SpanRows
 from distill.io.export_format import ONNX_FILES, read_export_meta, read_export_tokenizer
 from distill.io.load import load_checkpoint, resolve
 
@@ -45,14 +46,18 @@ class TorchRunner:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.eval().to(self.device)
 
-    def __call__(self, input_ids, attention_mask, content_mask):
+    def __call__(self, input_ids, attention_mask, content_mask, threshold: float | None = None):
+        """``threshold`` is for runners that select spans in the graph; here decoding does it."""
         to = lambda a: torch.as_tensor(a).to(self.device, non_blocking=True)
         with torch.inference_mode():
             return self.model(to(input_ids), to(attention_mask), to(content_mask))
 
 
 class OnnxRunner:
-    """An onnxruntime session of an exported model; returns the logits as a NumPy array.
+    """An onnxruntime session of an exported model; returns the logits as a NumPy array or, given
+    a ``threshold`` and a graph with the compact outputs (``span_index``, ``span_scores``:
+    :func:`distill.deploy.export.add_span_outputs`), only the spans above it
+    (:class:`distill.eval.decode.SpanRows`), which is all decoding needs.
 
     The intra-op threads do not spin-wait after a call (onnxruntime's default does): spinning
     keeps the cores busy for a while after each text, which steals them from whatever runs next
@@ -85,12 +90,19 @@ class OnnxRunner:
                                   f"({' '.join(str(err).split())[:200]})") from None
         self.runtime, self.file = runtime, Path(file)
         self.inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.dense = outputs[0]  # logits (the recipe's encoder graph: its hidden states)
+        self.compact = {"span_index", "span_scores"} <= set(outputs)
 
-    def __call__(self, input_ids, attention_mask, content_mask):
+    def __call__(self, input_ids, attention_mask, content_mask, threshold: float | None = None):
         feed = {"input_ids": np.asarray(input_ids, dtype=np.int64),
                 "attention_mask": np.asarray(attention_mask, dtype=np.int64),
                 "content_mask": np.asarray(content_mask, dtype=bool)}
-        return self.session.run(None, {k: feed[k] for k in self.inputs})[0]
+        if threshold is None or not self.compact:
+            return self.session.run([self.dense], {k: feed[k] for k in self.inputs})[0]
+        feed["threshold"] = np.asarray(threshold, dtype=np.float32)  # its default: the export's
+        index, scores = self.session.run(["span_index", "span_scores"], feed)
+        return SpanRows(index, scores, len(feed["input_ids"]))
 
 
 def is_onnx_folder(path: str | os.PathLike) -> bool:

@@ -21,10 +21,27 @@ class Prediction:
     score: float
 
 
+@dataclass(frozen=True)
+class SpanRows:
+    """The spans above a threshold in compact form, as an exported graph's ``span_index`` and
+    ``span_scores`` outputs give them: ``index`` (K, 4) rows (window, type, start, end) in
+    row-major order of the (B, C, n, n) logits, ``scores`` (K,) their logits, ``windows`` = B."""
+
+    index: np.ndarray
+    scores: np.ndarray
+    windows: int
+
+
 def threshold_spans(logits, threshold: float = 0.0) -> list[np.ndarray]:
     """Per window, the (type, i, j, score) rows of every span whose logit exceeds ``threshold``.
 
-    ``logits`` is (B, C, n, n), torch or NumPy; masked spans are −inf and never pass."""
+    ``logits`` is (B, C, n, n), torch or NumPy -- masked spans are −inf and never pass -- or the
+    :class:`SpanRows` of a graph that thresholded them itself (at most at ``threshold``)."""
+    if isinstance(logits, SpanRows):
+        keep = logits.scores > threshold
+        b, c, i, j = logits.index[keep].T
+        rows = np.stack([c, i, j, logits.scores[keep]], axis=1) if len(b) else np.zeros((0, 4))
+        return np.split(rows, np.searchsorted(b, np.arange(1, logits.windows)))
     if hasattr(logits, "detach"):  # torch: select where the logits are (a GPU copies only these)
         logits = logits.detach()
         index = (logits > threshold).nonzero()

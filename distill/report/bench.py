@@ -7,7 +7,8 @@ warm-up: p50/p95 latency per text at batch 1 for each of ``lengths`` tokens, and
 (texts/s) at batch ``batch`` and ``batch_tokens`` tokens. A run is end to end after
 tokenization: forward pass plus decoding (:func:`distill.eval.decode.threshold_spans`,
 :func:`~distill.eval.decode.window_predictions`, :func:`~distill.eval.decode.merge_windows`); decoding is
-also timed alone (``decode_ms`` per text, ``decode_share`` of the run). With a reference recipe
+also timed alone (``decode_ms`` per text, ``decode_share`` of the run; an ONNX export with the
+compact output selects the spans above the threshold in its graph, so only those reach decoding). With a reference recipe
 among the models (``recipe:bert-4x768``, see :func:`load_recipe_model`) every row has
 ``vs_recipe``: its p50 over the recipe's p50 of the same case. ``plot=<png>`` draws p50 latency
 against length for every model.
@@ -117,15 +118,20 @@ class BenchModel:
         for rows in threshold_spans(logits, self._thresholds[(batch, tokens)]):
             merge_windows([window_predictions(rows, offsets, self.labels)], self.flat)
 
+    def forward(self, batch: int, tokens: int):
+        """The runner's output for decoding: the spans above the threshold when the graph selects
+        them itself (compact output), else the logits."""
+        threshold = self._thresholds[(batch, tokens)] if self.decode else None
+        return self.runner(**self._inputs[(batch, tokens)]["arrays"], threshold=threshold)
+
     def run(self, batch: int, tokens: int) -> None:
         self.prepare(batch, tokens)
-        self._decode(self.runner(**self._inputs[(batch, tokens)]["arrays"]), batch, tokens)
+        self._decode(self.forward(batch, tokens), batch, tokens)
 
     def timed(self, batch: int, tokens: int) -> tuple[float, float]:
         """(seconds end to end, seconds decoding) of one run."""
-        arrays = self._inputs[(batch, tokens)]["arrays"]
         start = time.perf_counter()
-        logits = self.runner(**arrays)
+        logits = self.forward(batch, tokens)
         if getattr(logits, "is_cuda", False):  # the forward pass ends when the device is done
             torch.cuda.synchronize(logits.device)
         middle = time.perf_counter()
