@@ -238,11 +238,12 @@ def test_load_test_tool_runs_bounded_and_checks_faults(tiny_teacher_ckpt, tmp_pa
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["one_at_a_time"]["requests"] == 16
-    for c in ("1", "4"):
+    for c in ("1", "4", "faults"):
         phase = report["server"][c]
         assert phase["requests"] == 16 and phase["errors"] == 0 and phase["differing_records"] == 0
         assert phase["p50_ms"] <= phase["p99_ms"] and phase["texts_per_model_call"] >= 1
-    faults = report["server"]["4"]["bad_requests"]
+    assert "bad_requests" not in report["server"]["4"]  # the clean phase
+    faults = report["server"]["faults"]["bad_requests"]
     assert {b["got"] for b in faults if "expected" in b} == {400, 413, 422}
     assert any(b.get("burst") == 32 and b["got"] == 413 for b in faults)
     assert any(b.get("disconnected_clients") for b in faults)

@@ -6,9 +6,9 @@ text, in order, exactly as ``distill.predict`` writes them (``{"text", "entities
 taking requests; ``GET /metrics`` is Prometheus text (requests by status, latency, texts per
 model call as the histogram ``distill_batch_size``, queue depth).
 
-Concurrent requests are micro-batched: the :class:`Batcher` waits at most ``max_wait_ms`` after
-the first queued request for others, up to ``max_batch`` texts, and runs them as one
-:meth:`Predictor.predict` call in its single model thread (so the model is never run twice at
+Concurrent requests are micro-batched: the :class:`Batcher` takes every request queued while the
+model was busy (and waits at most ``max_wait_ms``, default 0, after the first for others), up to
+``max_batch`` texts, and runs them as one :meth:`Predictor.predict` call in its single model thread (so the model is never run twice at
 once, and the event loop keeps accepting requests meanwhile). A request over ``max_bytes`` is
 refused with 413 before its body is parsed; every other bad request gets a 4xx JSON
 ``{"error": "<what is wrong>"}``. On SIGTERM uvicorn stops accepting connections, the requests
@@ -40,7 +40,7 @@ MAX_BYTES = 1_000_000  # the default request limit (1 MB)
 @dataclass
 class Settings:
     max_batch: int = 32        # texts per model call (a single larger request runs alone)
-    max_wait_ms: float = 5.0   # how long the first queued request waits for company
+    max_wait_ms: float = 0.0   # how long the first queued request waits for company
     batch_size: int = 32       # windows per forward pass inside a model call
     max_bytes: int = MAX_BYTES
     max_texts: int = 1024      # texts per request
