@@ -2,9 +2,9 @@
 (Hydra config: conf/serve.yaml; the app is :mod:`distill.deploy.server`).
 
 PyTorch's OpenMP threads sleep between calls here (``OMP_WAIT_POLICY=PASSIVE`` unless set):
-spinning after each model call took the cores from the event loop and the clients -- a 6-layer
-teacher on 2 cores, 8 clients: 30.9 texts/s spinning, 78.0 passive (docs/results.md), as
-onnxruntime's threads do not spin either (:class:`distill.deploy.runners.OnnxRunner`)."""
+spinning after each model call takes the cores from the event loop and the clients -- a 6-layer
+teacher on 2 cores, 8 clients: 30.9 texts/s with OMP_WAIT_POLICY=ACTIVE, 78.0 passive
+(docs/results.md) -- as onnxruntime's threads do not spin either (:class:`distill.deploy.runners.OnnxRunner`)."""
 
 from __future__ import annotations
 

@@ -347,3 +347,28 @@ def test_kd_gain_takes_the_no_kd_schedule_best_on_dev():
     rows = [kd, row("none", 10, 0.85, 0.82), row("none", 20, 0.84, 0.80), row("none", 2, 0.80, 0.78)]
     add_kd_gains(rows)
     assert kd["kd_gain"] == pytest.approx(1.0) and kd["kd_gain_split"] == "test"
+
+
+def test_int8_f1_of_exported_students_is_a_column(runs):
+    """A run with an int8 export (its parity.json) shows int8 − fp32 F1 in the table and CSV;
+    runs without one leave it empty; the column is absent when no run has one."""
+    from distill.report.compare import compare
+
+    folder = runs["sweep"] / "0"
+    (folder / "export").mkdir()
+    (folder / "export" / "parity.json").write_text(json.dumps(
+        {"onnx": {"f1": 0.85}, "onnx-int8": {"f1": 0.8465, "f1_fp32": 0.85, "f1_diff": -0.0035}}))
+    result = compare([runs["teacher"], runs["sweep"]], runs["root"] / "report", latency=False)
+    rows = by_name(result["rows"])
+    assert rows["2L uniform KD"]["int8_f1_diff"] == pytest.approx(-0.35)
+    assert rows["2L bottom no-KD"]["int8_f1_diff"] is None
+    header, _, first, *_ = result["table"].splitlines()
+    assert header.rstrip(" |").endswith("int8 ΔF1")
+    line = next(l for l in result["table"].splitlines() if l.startswith("| 2L uniform KD"))
+    assert line.rstrip(" |").endswith("-0.35")
+    with open(runs["root"] / "report" / "comparison.csv", newline="") as handle:
+        csv_rows = {r["name"]: r for r in csv.DictReader(handle)}
+    assert float(csv_rows["2L uniform KD"]["int8_f1_diff"]) == pytest.approx(-0.35)
+    (folder / "export" / "parity.json").unlink()
+    again = compare([runs["teacher"], runs["sweep"]], runs["root"] / "report2", latency=False)
+    assert "int8" not in again["table"].splitlines()[0]

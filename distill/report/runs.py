@@ -43,7 +43,7 @@ COLUMNS = [  # comparison.csv, in order
     "test_f1", "test_f1_spread", "dev_exact_match", "dev_exact_match_spread", "test_exact_match",
     "test_exact_match_spread", "retention_pct", "retention_pct_spread", "retention_split", "kd_gain",
     "kd_gain_spread", "kd_gain_split", "p50_ms", "p95_ms", "throughput_per_s", "speedup", "runtime",
-    "checkpoint", "teacher_checkpoint", "note",
+    "int8_f1_diff", "checkpoint", "teacher_checkpoint", "note",
 ]
 # what makes runs one configuration trained with several seeds: the row but for its run folder,
 # checkpoint, seed and metrics
@@ -308,6 +308,20 @@ def retention(student: Run, teacher: Run | None) -> tuple[float | None, str | No
     return None, None
 
 
+def int8_f1_diff(run_dir: Path | None) -> float | None:
+    """The int8 export's F1 minus the fp32 export's, in points, from ``<run>/export/parity.json``
+    (``python -m distill.export ckpt=<run> quantize=int8``); None without one."""
+    if run_dir is None or not (Path(run_dir) / "export" / "parity.json").is_file():
+        return None
+    path = Path(run_dir) / "export" / "parity.json"
+    try:
+        diff = (json.loads(path.read_text(encoding="utf-8")).get("onnx-int8") or {}).get("f1_diff")
+    except (OSError, ValueError, AttributeError) as err:
+        warn(f"{path}: unreadable ({type(err).__name__}), int8 F1 not shown")
+        return None
+    return 100 * diff if is_number(diff) else None
+
+
 def build_rows(runs: list[Run]) -> list[dict]:
     teachers = {r.checkpoint: r for r in runs if r.role == TEACHER and r.checkpoint}
     for run in runs:
@@ -323,7 +337,7 @@ def build_rows(runs: list[Run]) -> list[dict]:
                    dev_f1=_f1(m, "dev"), test_f1=_f1(m, "test"),
                    dev_exact_match=_get(m, "dev", "exact_match"),
                    test_exact_match=_get(m, "test", "exact_match"),
-                   checkpoint=run.checkpoint, note=None)
+                   int8_f1_diff=int8_f1_diff(where), checkpoint=run.checkpoint, note=None)
         if run.role == TEACHER:
             row.update(depth=model.get("layers"), layers="all", pruning="", init="", kd="",
                        retention_pct=100.0, retention_split="test" if row["test_f1"] is not None else "dev")
@@ -440,7 +454,7 @@ def seed_row(members: list[dict]) -> dict:
         row["retention_pct"] = row["retention_pct_spread"] = None
     if row["role"] == TEACHER:
         row["retention_pct_spread"] = None  # 100 % by definition
-    for key in ("params", "p50_ms", "p95_ms", "throughput_per_s"):
+    for key in ("params", "p50_ms", "p95_ms", "throughput_per_s", "int8_f1_diff"):
         values = [m[key] for m in members if is_number(m[key])]
         row[key] = sum(values) / len(values) if values else None
     if all(isinstance(m["params"], int) for m in members):

@@ -68,8 +68,12 @@ MD_HEADER = ["model", "run", "seed", "role", "depth", "layers", "pruning", "init
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(MD_HEADER) + " |",
-             "|" + "|".join("---" if i < 9 else "---:" for i in range(len(MD_HEADER))) + "|"]
+    """The table; an ``int8 ΔF1`` column (int8 export minus fp32, points) when any run has an
+    int8 export with a parity report."""
+    int8 = any(r.get("int8_f1_diff") is not None for r in rows)
+    header = MD_HEADER + ["int8 ΔF1"] * int8
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i < 9 else "---:" for i in range(len(header))) + "|"]
     for r in rows:
         cells = [
             r["name"], f"`{r['run']}`" if r["run"] else "", seeds_text(r), r["role"], fmt_num(r["depth"]),
@@ -85,6 +89,8 @@ def markdown_table(rows: list[dict]) -> str:
             "" if r["throughput_per_s"] is None else f"{r['throughput_per_s']:.1f}",
             "" if r["speedup"] is None else f"{r['speedup']:.2f}×",
         ]
+        if int8:
+            cells.append("" if r.get("int8_f1_diff") is None else f"{r['int8_f1_diff']:+.2f}")
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
@@ -120,6 +126,10 @@ def write_markdown(rows: list[dict], failed: list[Failed], path: Path, table: st
              " trained without KD, in F1 points (test, else dev, marked): what distillation added;"
              " against the mean when that student was trained with several seeds.",
              ]
+    if any(r.get("int8_f1_diff") is not None for r in rows):
+        parts.append("- int8 ΔF1: the run's int8 ONNX export (`python -m distill.export ckpt=<run>"
+                     " quantize=int8`) minus its fp32 export, dev F1 points on the export's parity"
+                     " documents (`<run>/export/parity.json`).")
     if groups or any(r["kd_gain_spread"] is not None for r in rows):
         parts.append(
             "- mean ± spread: runs alike but for their seed are one row (seed column: n = how many"
