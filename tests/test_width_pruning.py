@@ -125,3 +125,15 @@ def test_student_cli_with_heads_and_ffn(tiny_teacher_ckpt, tmp_path):
     assert m["student"]["heads"] == 1 and m["student"]["ffn"] == 16
     assert m["student"]["intermediate_size"] == 16 and len(m["student"]["kept_heads"]) == 2
     assert m["student"]["params"] < m["teacher"]["model"]["params"]
+    # a narrow student exports like any other: fp32 ONNX identical to PyTorch, int8 fused and
+    # quantized, the compact output equal to thresholding the logits
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from distill.deploy.export import export
+
+    summary = export(ckpt=str(run_dir), quantize="int8", parity_docs=10)
+    assert summary["onnx"]["max_abs_diff"] < 1e-4 and summary["onnx"]["entities_identical"]
+    assert summary["onnx"]["compact_windows_differing"] == 0
+    assert summary["onnx-int8"]["compact_windows_differing"] == 0
+    meta = json.loads((run_dir / "export" / "distill.json").read_text())
+    assert meta["fused_ops"]["SkipLayerNormalization"] == 2 * 2 and meta["fused_ops"]["BiasGelu"] == 2
