@@ -202,7 +202,7 @@ def test_tiny_mpnet_fuses_without_bert_embeddings(tmp_path):
     import torch
     from transformers import AutoModel, MPNetConfig
 
-    from distill.deploy.export import _export_onnx
+    from distill.deploy.export import Int8Options, _export_onnx
     from distill.io.checkpoint import LoadedModel
     from distill.model.encoders import without_pooler
     from distill.model.span_ner import SpanNER
@@ -216,7 +216,8 @@ def test_tiny_mpnet_fuses_without_bert_embeddings(tmp_path):
             "data": {"max_length": 64, "stride": 16, "flat": False},
             "decode": {"threshold": 0.0, "flat": False}, "info": {"random_weights": True}}
     report = _export_onnx(LoadedModel(model, None, meta, tmp_path / "tiny-mpnet"), tmp_path, [],
-                          {"source": "tiny-mpnet"}, "int8", 0, 1e-3, 18, reduce_range=True)
+                          {"source": "tiny-mpnet"}, "int8", 0, 1e-3, 18,
+                          int8=Int8Options(reduce_range=True))
     fused = json.loads((tmp_path / META_FILE).read_text())["fused_ops"]
     assert not any("EmbedLayerNormalization" in op for op in fused)
     assert fused["SkipLayerNormalization"] == 2 * 2 + 1 and fused["BiasGelu"] == 2  # + embeddings' Add+LN
@@ -242,6 +243,10 @@ def test_int8_weights_have_one_scale_per_output_channel(onnx_dir):
     meta = json.loads((onnx_dir / META_FILE).read_text())
     assert "per output channel" in meta["onnx"]["int8"]["quantization"]
     assert meta["onnx"]["int8"]["reduce_range"] is False  # the default: full-range weights
+    # the default keeps the embedding tables fp32
+    assert meta["onnx"]["int8"]["embeddings"] == "fp32"
+    gathers = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits]
+    assert gathers and all(inits[n.input[0]].dtype == np.float32 for n in gathers)
 
 
 @pytest.mark.parametrize("runtime", ["onnx", "onnx-int8"])

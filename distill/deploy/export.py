@@ -35,6 +35,7 @@ import logging
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -291,32 +292,45 @@ def add_span_outputs(file: Path, threshold: float = 0.0) -> None:
     onnx.save(model, str(file), save_as_external_data=big, location=file.name + ".data" if big else None)
 
 
-def quantize_int8(source: Path, target: Path, reduce_range: bool = False) -> None:
-    """Dynamic int8 quantization of the weights, one scale per output channel (activations
-    quantized at run time). Per channel because one scale per matrix lost 0.96 dev F1 on a CoNLL
-    MiniLM teacher (0.35 per channel; docs/results.md). ``reduce_range`` (7-bit weights) is for
-    x86 CPUs without VNNI (AVX2 only), where onnxruntime's u8×s8 kernels can saturate the pair
-    sums of full-range weights: a tiny random MPNet's int8 logits were 0.33 off there, 0.03 with
-    it; on that teacher it cost 0.11 F1 more than full range on the same AVX2 CPU."""
+@dataclass(frozen=True)
+class Int8Options:
+    """How ``model.int8.onnx`` is quantized: dynamic int8, weights one scale per output channel
+    (one scale per matrix lost 0.96 dev F1 on a CoNLL MiniLM teacher, per channel 0.35;
+    docs/results.md), activations quantized at run time.
+
+    ``reduce_range``: 7-bit weights, for x86 CPUs without VNNI (AVX2 only), where onnxruntime's
+    u8×s8 kernels can saturate the pair sums of full-range weights (a tiny random MPNet's int8
+    logits 0.33 off there, 0.03 with it; on that teacher it cost 0.11 F1 more on the same CPU).
+    ``embeddings``: quantize the embedding tables too (one scale per table): the file shrinks
+    (that teacher: 59 → 23 MB) and F1 drops (−0.18 → −0.35); they stay fp32 by default, as fast."""
+
+    reduce_range: bool = False
+    embeddings: bool = False
+
+    def describe(self) -> dict:
+        return {"quantization": "dynamic, int8 weights (QInt8), per output channel, "
+                                + ("reduce_range (7-bit weights)" if self.reduce_range else "full range")
+                                + (", embeddings int8" if self.embeddings else ", embeddings fp32"),
+                "reduce_range": self.reduce_range, "embeddings": "int8" if self.embeddings else "fp32"}
+
+
+def quantize_int8(source: Path, target: Path, options: Int8Options = Int8Options()) -> None:
+    """Dynamic int8 quantization of ``source`` into ``target`` (:class:`Int8Options`)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet_onnxruntime_tools():
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=bool(reduce_range))
+                         reduce_range=options.reduce_range,
+                         op_types_to_quantize=["MatMul"] + ["Gather"] * options.embeddings)
 
 
-def int8_description(reduce_range: bool) -> str:
-    return ("dynamic, int8 weights (QInt8), per output channel, "
-            + ("reduce_range (7-bit weights)" if reduce_range else "full range"))
-
-
-def fused_int8(source: Path, target: Path, config, reduce_range: bool = False) -> dict | None:
+def fused_int8(source: Path, target: Path, config, options: Int8Options = Int8Options()) -> dict | None:
     """Fuse (:func:`fuse_transformer_ops`) into a temporary file next to ``target``, quantize that
     into ``target``; returns the fused-op counts (None: quantized unfused)."""
     fused_file = target.with_name(target.stem + ".fused.tmp.onnx")
     try:
         counts = fuse_transformer_ops(source, fused_file, config)
-        quantize_int8(fused_file if counts is not None else source, target, reduce_range)
+        quantize_int8(fused_file if counts is not None else source, target, options)
     finally:
         fused_file.unlink(missing_ok=True)
     return counts
@@ -342,7 +356,7 @@ def load_source(ckpt: str | None, shape: str | None) -> LoadedModel:
 def export(ckpt: str | None = None, output: str | None = None, format: str = "onnx",
            quantize: str | None = None, shape: str | None = None, parity_docs: int = 200,
            atol: float = 1e-3, opset: int = 18, threads: int | None = None,
-           optimize: str = "int8", reduce_range: bool = False) -> dict:
+           optimize: str = "int8", reduce_range: bool = False, int8_embeddings: bool = False) -> dict:
     """Export a checkpoint (or a random ``shape``); returns the summary written to parity.json."""
     if format not in ("onnx", "hf"):
         raise ConfigError(f"format={format!r}: expected onnx or hf")
@@ -374,7 +388,7 @@ def export(ckpt: str | None = None, output: str | None = None, format: str = "on
                 summary = _export_hf(loaded, tmp, names, extra)
             else:
                 summary = _export_onnx(loaded, tmp, names, extra, quantize, parity_docs, atol, opset,
-                                       optimize, reduce_range)
+                                       optimize, Int8Options(bool(reduce_range), bool(int8_embeddings)))
             summary["output"] = str(output)
             write_json_atomic(tmp / PARITY_FILE, summary)
     except ParityError as err:
@@ -408,7 +422,7 @@ def _export_hf(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict) ->
 
 def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
                  quantize: str | None, parity_docs: int, atol: float, opset: int,
-                 optimize: str = "int8", reduce_range: bool = False) -> dict:
+                 optimize: str = "int8", int8: Int8Options = Int8Options()) -> dict:
     started = time.perf_counter()
     fp32_file = tmp / ONNX_FILES["onnx"]
     export_onnx(loaded.model, fp32_file, opset)
@@ -422,14 +436,13 @@ def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
     if quantize:
         int8_file = tmp / ONNX_FILES["onnx-int8"]
         if optimize == "int8":
-            fused = fused_int8(fp32_file, int8_file, config, reduce_range)
+            fused = fused_int8(fp32_file, int8_file, config, int8)
         else:  # the fp32 graph is already fused (ort) or stays plain (none)
-            quantize_int8(fp32_file, int8_file, reduce_range)
+            quantize_int8(fp32_file, int8_file, int8)
             fused = fusion.get(ONNX_FILES["onnx"])
         fusion[ONNX_FILES["onnx-int8"]] = fused
         onnx_meta["files"].append(ONNX_FILES["onnx-int8"])
-        onnx_meta["int8"] = {"quantization": int8_description(reduce_range),
-                             "reduce_range": bool(reduce_range), "fused_ops": fused}
+        onnx_meta["int8"] = {**int8.describe(), "fused_ops": fused}
         log.info("onnx: %s (fused before quantizing: %s)", ONNX_FILES["onnx-int8"],
                  ", ".join(f"{n} {op}" for op, n in fused.items()) if fused else "nothing")
     threshold = float((loaded.meta.get("decode") or {}).get("threshold", 0.0))
