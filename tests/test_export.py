@@ -278,3 +278,38 @@ def test_compact_output_gives_the_rows_of_the_old_decode(onnx_dir, runtime):
     assert parity[runtime]["compact_windows_differing"] == 0
     meta = json.loads((onnx_dir / META_FILE).read_text())
     assert meta["onnx"]["outputs"] == ["logits", "span_index", "span_scores"]
+
+
+def test_fused_attention_export_matches_pytorch(tiny_teacher_ckpt, tmp_path):
+    """attention=fused: the encoder's attention becomes onnxruntime's Attention (QAttention in
+    int8); the fp32 file still decodes the same entities as PyTorch, and the compact output holds."""
+    out = tmp_path / "fused"
+    summary = export(ckpt=str(tiny_teacher_ckpt), output=str(out), quantize="int8", parity_docs=20,
+                     attention="fused")
+    assert summary["onnx"]["max_abs_diff"] < 1e-4 and summary["onnx"]["entities_identical"]
+    assert summary["onnx"]["compact_windows_differing"] == 0
+    assert summary["onnx-int8"]["compact_windows_differing"] == 0
+    meta = json.loads((out / META_FILE).read_text())
+    layers = 2  # the tiny teacher of conftest
+    assert meta["onnx"]["attention"] == "fused"
+    assert meta["onnx"]["fusion"]["model.onnx"]["Attention"] == layers
+    assert meta["fused_ops"]["QAttention"] == layers
+    assert Predictor.from_path(out, runtime="onnx-int8").predict(TEXTS)  # serves
+
+
+def test_fused_attention_refuses_what_it_cannot_fuse(tmp_path):
+    import torch
+    from transformers import AutoModel, MPNetConfig
+
+    from distill.deploy.export import export_onnx_fused_attention
+    from distill.model.encoders import without_pooler
+    from distill.model.span_ner import SpanNER
+
+    config = MPNetConfig(vocab_size=120, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=66)
+    torch.manual_seed(0)
+    model = SpanNER(without_pooler(AutoModel.from_config(config)), ["A"])
+    with pytest.raises(ConfigError, match="BERT encoders only"):
+        export_onnx_fused_attention(model, tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match="attention="):
+        export(shape="bert-1x64", output=str(tmp_path / "x"), attention="nope")
