@@ -4,7 +4,8 @@ ONNX (``format=onnx``, the default) writes ``model.onnx`` — inputs ``input_ids
 ``attention_mask``, ``content_mask`` with dynamic batch and sequence axes, output ``logits``, the
 masked span logits (batch, types, n, n) of :class:`distill.model.span_ner.SpanNER` — plus, with
 ``quantize=int8``, ``model.int8.onnx`` (onnxruntime's transformer op fusion, then dynamic int8
-quantization of the weights). ``optimize`` says which graphs get the offline fusion: ``int8`` (the
+quantization of the weights). ``attention=fused`` exports BERT encoders with onnxruntime's fused Attention op
+(:func:`export_onnx_fused_attention`). ``optimize`` says which graphs get the offline fusion: ``int8`` (the
 default: the graph that is quantized), ``ort`` (``model.onnx`` too), ``none``. ``distill.json``
 records the fused ops onnxruntime runs (``fused_ops``: op name -> count, of the int8 file when
 there is one; per file under ``onnx.runtime_fused_ops``) and each file's op counts (``onnx.graph_ops``).
