@@ -302,7 +302,7 @@ def main(argv=None) -> int:
     ok = (report["healthy_after_faults"] and report["sigterm"]["all_200"]
           and report["sigterm"]["exit_code"] == 0
           and all(r["errors"] == 0 for r in report["server"].values())
-          and (strict is False or all(r["differing_records"] == 0 for r in report["server"].values()))
+          and (not strict or all(r["differing_records"] == 0 for r in report["server"].values()))
           and all(b["got"] == b["expected"] and b["json_error"]
                   for b in report["server"][FAULTS]["bad_requests"]
                   if "expected" in b))

@@ -235,15 +235,12 @@ class _EncoderOnly(torch.nn.Module):
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-def export_encoder_recipe(encoder, folder: Path, opset: int = 17) -> Path:
-    """The standard hand-made recipe, as a reference for latency: the plain encoder exported with
-    the TorchScript exporter (``dynamo=False``, dynamic batch/sequence axes), then
-    ``quantize_dynamic`` QInt8. Returns the int8 file (``folder/recipe.int8.onnx``)."""
-    folder = Path(folder)
-    fp32, int8 = folder / "recipe.onnx", folder / "recipe.int8.onnx"
+def export_encoder_torchscript(encoder, file: Path, opset: int, what: str) -> None:
+    """The plain encoder ((input_ids, attention_mask) -> ``hidden``, dynamic batch/sequence axes)
+    through the TorchScript exporter (``dynamo=False``); a failure is a :class:`CheckpointError`
+    naming ``what``."""
     ids, attention, _ = example_inputs(encoder.config.vocab_size)
-    axes = {name: {0: "batch", 1: "sequence"} for name in ("input_ids", "attention_mask")}
-    axes["hidden"] = {0: "batch", 1: "sequence"}
+    axes = {name: {0: "batch", 1: "sequence"} for name in ("input_ids", "attention_mask", "hidden")}
     quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch.jit")]
     levels = [q.level for q in quiet]
     try:
@@ -251,15 +248,24 @@ def export_encoder_recipe(encoder, folder: Path, opset: int = 17) -> Path:
             q.setLevel(logging.ERROR)
         with contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(_EncoderOnly(encoder.eval()).eval(), (ids, attention), str(fp32),
+            torch.onnx.export(_EncoderOnly(encoder.eval()).eval(), (ids, attention), str(file),
                               input_names=["input_ids", "attention_mask"], output_names=["hidden"],
                               dynamic_axes=axes, opset_version=opset, dynamo=False)
     except Exception as err:
         detail = " ".join(str(err).split())[:300]
-        raise CheckpointError(f"recipe export failed ({type(err).__name__}: {detail})") from None
+        raise CheckpointError(f"{what} failed ({type(err).__name__}: {detail})") from None
     finally:
         for q, level in zip(quiet, levels):
             q.setLevel(level)
+
+
+def export_encoder_recipe(encoder, folder: Path, opset: int = 17) -> Path:
+    """The standard hand-made recipe, as a reference for latency: the plain encoder exported with
+    the TorchScript exporter (:func:`export_encoder_torchscript`), then ``quantize_dynamic``
+    QInt8. Returns the int8 file (``folder/recipe.int8.onnx``)."""
+    folder = Path(folder)
+    fp32, int8 = folder / "recipe.onnx", folder / "recipe.int8.onnx"
+    export_encoder_torchscript(encoder, fp32, opset, "recipe export")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet_onnxruntime_tools():  # the standard call: one scale per weight matrix
@@ -357,7 +363,7 @@ def export_onnx_fused_attention(model, file: Path, opset: int = 18) -> dict:
     whole: Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu), the head
     through the torch.export-based one (its graph does not survive the other exporter), joined at
     the hidden states. BERT encoders with the same head count in every layer only. Returns the
-    fused-op counts. 5-11 % faster than the plain export at batch 1 (docs/results.md)."""
+    fused-op counts. 1-8 % faster than the plain export (docs/results.md)."""
     import onnx
 
     config = model.encoder.config
@@ -371,16 +377,13 @@ def export_onnx_fused_attention(model, file: Path, opset: int = 18) -> dict:
     ids, attention, content = example_inputs(config.vocab_size)
     with tempfile.TemporaryDirectory() as tmp:
         encoder_file, fused_file, head_file = (Path(tmp) / n for n in ("enc.onnx", "fused.onnx", "head.onnx"))
-        axes = {name: {0: "batch", 1: "sequence"} for name in ("input_ids", "attention_mask", "hidden")}
+        with eager_attention(model.encoder):
+            export_encoder_torchscript(model.encoder, encoder_file, opset, "ONNX export (encoder)")
         try:
             with contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), warnings.catch_warnings(), \
                     eager_attention(model.encoder):
                 warnings.simplefilter("ignore")
-                encoder = _EncoderOnly(model.encoder).eval()
-                torch.onnx.export(encoder, (ids, attention), str(encoder_file),
-                                  input_names=["input_ids", "attention_mask"], output_names=["hidden"],
-                                  dynamic_axes=axes, opset_version=opset, dynamo=False)
-                hidden = encoder(ids, attention)
+                hidden = _EncoderOnly(model.encoder).eval()(ids, attention)
                 dims = {0: torch.export.Dim("batch", min=1, max=4096),
                         1: torch.export.Dim("sequence", min=2, max=4096)}
                 program = torch.onnx.export(_HeadOnly(model).eval(), (hidden, content),
@@ -389,11 +392,9 @@ def export_onnx_fused_attention(model, file: Path, opset: int = 18) -> dict:
                                             dynamic_shapes={"hidden": dims, "content_mask": dims},
                                             opset_version=opset, dynamo=True, optimize=True)
                 program.save(str(head_file))
-        except DistillError:
-            raise
         except Exception as err:
             detail = " ".join(str(err).split())[:300]
-            raise CheckpointError(f"ONNX export failed ({type(err).__name__}: {detail})") from None
+            raise CheckpointError(f"ONNX export (head) failed ({type(err).__name__}: {detail})") from None
         counts = fuse_transformer_ops(encoder_file, fused_file, config)
         if not counts or not counts.get("Attention"):
             raise CheckpointError(f"attention=fused: onnxruntime fused no attention in this encoder "

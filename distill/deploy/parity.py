@@ -64,6 +64,13 @@ def _spans(predictions) -> set:
     return {(d, p.start, p.end, p.type) for d, doc in enumerate(predictions) for p in doc}
 
 
+def compact_differing(compact, logits: np.ndarray, threshold: float) -> int:
+    """How many windows' span rows differ between a graph's compact output and thresholding its
+    dense ``logits`` of the same inputs."""
+    return sum(not np.array_equal(a, b) for a, b in zip(threshold_spans(compact, threshold),
+                                                          threshold_spans(logits, threshold)))
+
+
 def check_parity(predictor, runners: dict, docs: list, atol: float, batch_size: int = 16) -> dict:
     """Logits and decoded entities of each runner in ``runners`` against ``predictor``'s own
     (PyTorch) runner on ``docs``; F1 against the gold entities when there are any."""
@@ -95,9 +102,7 @@ def check_parity(predictor, runners: dict, docs: list, atol: float, batch_size: 
             s["spans"] += int((out > thr).sum())
             if getattr(runner, "compact", False):  # what is served: the graph's own span rows
                 compact = runner(**arrays, threshold=thr)
-                s["compact_windows_differing"] += sum(
-                    not np.array_equal(a, b)
-                    for a, b in zip(threshold_spans(compact, thr), threshold_spans(out, thr)))
+                s["compact_windows_differing"] += compact_differing(compact, out, thr)
                 out = compact
             predictor.collect(out, batch, per_doc[name])
     predictions = {name: predictor.merge(per_doc[name], len(texts)) for name in names}
@@ -155,9 +160,7 @@ def synthetic_parity(loaded, runners: dict) -> dict:
             mask_equal &= bool(np.array_equal(np.isfinite(out), finite))
             worst = max(worst, float(np.abs(out[finite] - ref[finite]).max()))
             if getattr(runner, "compact", False):
-                differing += sum(not np.array_equal(a, b) for a, b in zip(
-                    threshold_spans(runner(ids, attention, content, threshold=0.0)),
-                    threshold_spans(out)))
+                differing += compact_differing(runner(ids, attention, content, threshold=0.0), out, 0.0)
         report[name] = {"max_abs_diff": worst, "mask_equal": mask_equal,
                         "compact_windows_differing": differing if getattr(runner, "compact", False)
                         else None}

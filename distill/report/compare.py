@@ -19,19 +19,19 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from distill.report.plots import plot_f1_vs_depth, plot_f1_vs_latency
 from distill.report.runs import (
+    LATENCY_TOKENS,
     METRICS,
+    THROUGHPUT_BATCH,
     CompareError,
     add_kd_gains,
     add_speedups,
     add_teachers,
     build_rows,
     display_path,
+    join_notes,
     load_runs,
     seed_groups,
     table_rows,
-    LATENCY_TOKENS,
-    THROUGHPUT_BATCH,
-    join_notes,
     warn,
 )
 from distill.report.table import machine_note, markdown_table, write_csv, write_markdown

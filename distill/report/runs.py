@@ -311,9 +311,9 @@ def retention(student: Run, teacher: Run | None) -> tuple[float | None, str | No
 def int8_f1_diff(run_dir: Path | None) -> float | None:
     """The int8 export's F1 minus the fp32 export's, in points, from ``<run>/export/parity.json``
     (``python -m distill.export ckpt=<run> quantize=int8``); None without one."""
-    if run_dir is None or not (Path(run_dir) / "export" / "parity.json").is_file():
+    path = Path(run_dir) / "export" / "parity.json" if run_dir is not None else None
+    if path is None or not path.is_file():
         return None
-    path = Path(run_dir) / "export" / "parity.json"
     try:
         diff = (json.loads(path.read_text(encoding="utf-8")).get("onnx-int8") or {}).get("f1_diff")
     except (OSError, ValueError, AttributeError) as err:
