@@ -76,6 +76,33 @@ def test_columns_conll_style(tmp_path):
     assert [d.source for d in docs] == [f"{path}:3", f"{path}:9"]
 
 
+def test_columns_documents_join_the_sentences_of_each_docstart_block(tmp_path):
+    path = write(
+        tmp_path,
+        "conll.txt",
+        "-DOCSTART- -X- -X- O\n\n"
+        "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n\n"
+        "-DOCSTART- -X- -X- O\n\n"
+        "In IN B-PP O\nBonn NNP B-NP B-LOC\n",
+    )
+    sentences = read_columns(path)
+    docs = read_columns(path, documents=True)
+    assert [d.text for d in docs] == ["EU rejects\nPeter Blackburn", "In Bonn"]
+    assert surfaces(docs[0]) == [("EU", "ORG"), ("Peter Blackburn", "PER")]
+    assert surfaces(docs[1]) == [("Bonn", "LOC")]
+    assert [d.source for d in docs] == [sentences[0].source, sentences[2].source]
+    [first, _] = read_columns(path, documents=True, sentence_join=" ")
+    assert first.text == "EU rejects Peter Blackburn" and surfaces(first)[1] == ("Peter Blackburn", "PER")
+    # Through the data config's reader options, as `data.options.documents=true` passes them.
+    assert read_split("columns", path, documents=True) == docs
+
+
+def test_columns_documents_need_docstart_lines(tmp_path):
+    path = write(tmp_path, "plain.txt", "Bonn B-LOC\nist O\n\nBerlin B-LOC\n")
+    with data_error(at(path, ":1") + "documents=true needs -DOCSTART- lines"):
+        read_columns(path, documents=True)
+
+
 def test_columns_germeval_nested_union(tmp_path):
     path = write(
         tmp_path,

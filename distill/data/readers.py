@@ -260,6 +260,8 @@ def read_columns(
     join: str = " ",
     scheme: str = "auto",
     strict: bool = True,
+    documents: bool = False,
+    sentence_join: str = "\n",
 ) -> list[Document]:
     """CoNLL-style columns: token first, tags in ``tag_columns`` (spans of all columns unioned).
 
@@ -268,6 +270,9 @@ def read_columns(
     ``join`` ("" for character-per-line Chinese). The scheme is resolved once for the whole file.
     ``strict=False`` repairs invalid tag sequences (see :func:`_decode`) with one warning per file
     instead of raising, for published files with a few broken entities (e.g. resume_ner train).
+    ``documents=True`` returns one document per ``-DOCSTART-`` block instead of one per sentence,
+    its sentences joined with ``sentence_join`` (so the model trains on multi-sentence windows,
+    as long documents are predicted); the file must have ``-DOCSTART-`` lines.
     """
     if isinstance(tag_columns, int):
         tag_columns = (tag_columns,)
@@ -275,9 +280,13 @@ def read_columns(
         raise ConfigError(f"tag_columns must be a non-empty list of column indexes: {tag_columns}")
     if not isinstance(join, str):
         raise ConfigError(f"join must be a string, got {join!r}")
-    sentences = _column_sentences(path)  # [(line numbers, rows)]
+    if not isinstance(sentence_join, str):
+        raise ConfigError(f"sentence_join must be a string, got {sentence_join!r}")
+    sentences, doc_ids = _column_sentences(path)  # [(line numbers, rows)], the DOCSTART block of each
     if not sentences:
         return []
+    if documents and doc_ids[-1] < 0:
+        raise _error(f"{path}:1", "documents=true needs -DOCSTART- lines between documents, found none")
     width = len(sentences[0][1][0])
     if any(not -width <= c < width or c % width == 0 for c in tag_columns):
         raise _error(
@@ -297,7 +306,7 @@ def read_columns(
     used = _resolve_scheme(scheme, [(tags, where) for _, _, seqs, where in tagged for tags in seqs])
 
     problems: list[str] | None = None if strict else []
-    documents = []
+    out = []
     for numbers, rows, seqs, where in tagged:
         tokens = [row[0] for row in rows]
         starts, offset = [], 0
@@ -309,7 +318,7 @@ def read_columns(
             for tags in seqs
             for s, e, type_ in _decode(tags, used, where, problems)
         ]
-        documents.append(_document(join.join(tokens), entities, f"{path}:{numbers[0]}"))
+        out.append(_document(join.join(tokens), entities, f"{path}:{numbers[0]}"))
     if problems:
         logger.warning(
             "%s: repaired %d tag sequence error(s) (strict=False); first: %s",
@@ -317,23 +326,45 @@ def read_columns(
             len(problems),
             problems[0],
         )
-    return documents
+    return _join_blocks(out, doc_ids, sentence_join) if documents else out
 
 
-def _column_sentences(path: str | os.PathLike) -> list[tuple[list[int], list[list[str]]]]:
-    """Blank-line separated blocks of split rows and their line numbers, minus DOCSTART blocks."""
+def _join_blocks(sentences: list[Document], block_ids: list[int], sep: str) -> list[Document]:
+    """Consecutive sentences with the same block id as one document, offsets shifted."""
+    joined: list[Document] = []
+    for i, sentence in enumerate(sentences):
+        if i and block_ids[i] == block_ids[i - 1]:
+            last = joined[-1]
+            shift = len(last.text) + len(sep)
+            entities = [*last.entities, *(Entity(e.start + shift, e.end + shift, e.type)
+                                          for e in sentence.entities)]
+            joined[-1] = Document(last.text + sep + sentence.text, entities, last.source)
+        else:
+            joined.append(sentence)
+    return joined
+
+
+def _column_sentences(
+    path: str | os.PathLike,
+) -> tuple[list[tuple[list[int], list[list[str]]]], list[int]]:
+    """Blank-line separated blocks of split rows and their line numbers, minus DOCSTART blocks;
+    and for each, how many DOCSTART blocks came before it minus one (-1 before the first)."""
     sentences: list[tuple[list[int], list[list[str]]]] = []
+    doc_ids: list[int] = []
     numbers: list[int] = []
     rows: list[list[str]] = []
     in_docstart = False
+    doc = -1
     separator = width = None
     for number, line in enumerate(_lines(_read_text(path)), start=1):
         if not line.strip():
             if rows:
                 sentences.append((numbers, rows))
+                doc_ids.append(doc)
             numbers, rows, in_docstart = [], [], False
             continue
         if in_docstart or line.startswith("-DOCSTART-"):
+            doc += 0 if in_docstart else 1
             in_docstart = True
             continue
         where = f"{path}:{number}"
@@ -357,7 +388,8 @@ def _column_sentences(path: str | os.PathLike) -> list[tuple[list[int], list[lis
         rows.append(row)
     if rows:
         sentences.append((numbers, rows))
-    return sentences
+        doc_ids.append(doc)
+    return sentences, doc_ids
 
 
 def read_cmeee(path: str | os.PathLike) -> list[Document]:
