@@ -34,6 +34,30 @@ def fixed_loss(encoder, tokenizer):
         return float(adapt.mlm_loss(mlm, batch))
 
 
+def test_masked_positions_only_loss_equals_the_models_own(tiny_bert):
+    """The vocabulary projection on masked positions only gives the loss the model's forward gives
+    (BERT's ``cls`` head; MPNet's ``lm_head`` as RoBERTa-style models have it)."""
+    from transformers import DataCollatorForLanguageModeling, MPNetConfig, MPNetModel
+
+    tokenizer, bert, _ = extended(tiny_bert)
+    mpnet = MPNetModel(MPNetConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=2, intermediate_size=64))
+    collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.3)
+    torch.manual_seed(3)
+    batch = collate([{"input_ids": ids} for ids in tokenizer(TEXTS[:6])["input_ids"]])
+    assert (batch["labels"] != -100).any()
+    for encoder in (bert, mpnet):
+        mlm = adapt.masked_lm(encoder).eval()
+        assert adapt._prediction_head(mlm) is not None
+        with torch.no_grad():
+            ours = adapt.mlm_loss(mlm, batch)
+            theirs = mlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         labels=batch["labels"]).loss
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+        nothing = {**batch, "labels": torch.full_like(batch["labels"], -100)}
+        assert float(adapt.mlm_loss(mlm, nothing)) == 0.0
+
+
 def test_mlm_phase_lowers_loss_and_trains_only_new_rows(tiny_bert, tmp_path):
     tokenizer, encoder, base = extended(tiny_bert)
     before = encoder.get_input_embeddings().weight.detach().clone()
