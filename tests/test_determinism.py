@@ -10,7 +10,7 @@ import torch
 from cli_util import QUIET, call, popen
 from distill.io.checkpoint import safe_load
 
-TIMING = {"seconds", "examples_per_second"}
+TIMING = {"seconds", "examples_per_second", "step_seconds"}
 
 
 def normalized(run_dir) -> dict:

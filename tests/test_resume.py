@@ -89,7 +89,7 @@ def runs(nodrop_bert, tmp_path_factory):
 
 
 def strip(metrics: dict) -> dict:
-    drop = {"seconds", "examples_per_second"}
+    drop = {"seconds", "examples_per_second", "step_seconds"}
     return {k: ({kk: vv for kk, vv in v.items() if kk not in drop} if k == "train" else v)
             for k, v in metrics.items() if k not in ("checkpoint", "run")}
 

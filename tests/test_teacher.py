@@ -102,3 +102,22 @@ def test_teacher_cli_on_a_slice_of_real_conll(tiny_bert, tmp_path):
     assert metrics["data"]["options"]["tag_columns"] == [-1]
     assert metrics["dev"]["documents"] == 32 and (tmp_path / "best.ckpt").is_file()
     assert load_checkpoint(tmp_path).meta["decode"]["flat"] is True
+
+
+def test_step_timer_counts_steps_not_validation_or_epoch_starts(monkeypatch):
+    from distill.train import run
+
+    clock = iter([0.0, 1.0, 3.0, 100.0, 200.0, 201.5])
+    monkeypatch.setattr(run.time, "perf_counter", lambda: next(clock))
+    timer = run.StepTimer()
+    assert timer.median is None
+    timer.on_train_epoch_start(None, None)
+    for _ in range(3):  # ends at 0, 1, 3: steps of 1 s and 2 s
+        timer.on_train_batch_end(None, None, None, None, 0)
+    timer.on_validation_start(None, None)
+    timer.on_train_batch_end(None, None, None, None, 0)  # 100: after validation, not a step
+    timer.on_train_epoch_start(None, None)
+    timer.on_train_batch_end(None, None, None, None, 0)  # 200: the next epoch's first step
+    timer.on_train_batch_end(None, None, None, None, 0)  # 201.5
+    assert timer.seconds == [1.0, 2.0, 1.5]
+    assert timer.median == 1.5

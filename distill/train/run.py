@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import statistics
 import sys
 import time
 import warnings
@@ -122,6 +123,32 @@ class RunState(pl.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint[RUN_KEY] = {"config": self.digest}
+
+
+class StepTimer(pl.Callback):
+    """Seconds per training step, data loading included (the KD store is read in the loader's
+    collate): the time from one step's end to the next's within an epoch, so validation and each
+    epoch's first step (loader start-up) are left out. ``median`` is None before two steps."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+        self._last: float | None = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._last = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            self.seconds.append(now - self._last)
+        self._last = now
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._last = None  # a validation inside the epoch (val_check_interval) is not a step
+
+    @property
+    def median(self) -> float | None:
+        return round(statistics.median(self.seconds), 4) if self.seconds else None
 
 
 NOISE = (  # (message regex, category) of warnings that are not the user's
@@ -274,8 +301,8 @@ def fit_and_evaluate(cfg: DictConfig, module: NERModule, datamodule: NERDataModu
         return finished
     if ckpt is not None:
         log.info("resuming from %s", ckpt)
-    state = RunState(config_digest(cfg))
-    trainer = build_trainer(cfg, [state])
+    state, timer = RunState(config_digest(cfg)), StepTimer()
+    trainer = build_trainer(cfg, [state, timer])
     _pin_sweep_dir()
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
@@ -300,7 +327,7 @@ def fit_and_evaluate(cfg: DictConfig, module: NERModule, datamodule: NERDataModu
         "dev": module.reports.get("dev"),
         **({"test": module.reports["test"]} if "test" in module.reports else {}),
         "train": {"seconds": round(seconds, 2), "epochs": trainer.current_epoch,
-                  "steps": trainer.global_step,
+                  "steps": trainer.global_step, "step_seconds": timer.median,
                   "examples_per_second":
                       round(windows * epochs * share / seconds, 2) if seconds else None},
         "data": datamodule.config() | {"alignment": _alignment(datamodule),
