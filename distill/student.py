@@ -37,9 +37,9 @@ log = logging.getLogger("distill")
 # Keys of the teacher's stored data config that a student run inherits when its own are null.
 # The limits too: a teacher trained on the first N documents has students trained on the same N
 # (data.limit_train=<larger number> on the command line lifts it); likewise the teacher's extra
-# gold-labelled files (data.extra_train=[] drops them).
+# gold-labelled files (data.extra_train=[] drops them) and its joining (data.join_train=1 undoes it).
 INHERITED = ("name", "dir", "format", "options", "flat", "max_length", "stride", "holdout",
-             "holdout_seed", "limit_train", "limit_eval", "extra_train")
+             "holdout_seed", "limit_train", "limit_eval", "extra_train", "join_train")
 
 
 def student_data_config(cfg: DictConfig, teacher: LoadedModel) -> dict:

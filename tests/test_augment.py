@@ -140,3 +140,37 @@ def test_a_student_inherits_the_teachers_extra_train_unless_given(tmp_path):
     assert student_datamodule(cfg, teacher).extra_train == [str(swap)]
     cfg.data.extra_train = []
     assert student_datamodule(cfg, teacher).extra_train == []
+
+
+def test_join_train_joins_consecutive_training_documents_after_the_limit(tmp_path):
+    plain = sample_module(limit_train=30)
+    plain.read()
+    sentences = plain.splits["train"].docs
+    swap = tmp_path / "swap.jsonl"
+    write_jsonl(sentences[:2], swap)
+    module = sample_module(limit_train=30, join_train=4, extra_train=str(swap))
+    module.read()
+    train = module.splits["train"].docs
+    assert len(train) == 8 + 2  # 30 documents joined 4 at a time (7 x 4 + 2), then the extra file
+    assert train[0].text == " ".join(d.text for d in sentences[:4])
+    assert train[7].text == " ".join(d.text for d in sentences[28:30])
+    assert [train[1].surface(e) for e in train[1].entities] == \
+        [d.surface(e) for d in sentences[4:8] for e in d.entities]  # every entity kept, shifted
+    assert sum(len(d.entities) for d in train[:8]) == sum(len(d.entities) for d in sentences)
+    assert module.splits["dev"].docs == plain.splits["dev"].docs  # evaluation is not joined
+    assert module.config()["join_train"] == 4 and plain.config()["join_train"] is None
+    for bad in (0, 2.5, "3"):
+        with pytest.raises(ConfigError, match=r"data\.join_train"):
+            sample_module(join_train=bad)
+
+
+def test_a_student_inherits_the_teachers_join_train(tmp_path):
+    stored = {"dir": str(SAMPLE), "format": "jsonl", "files": {"train": "train.jsonl",
+              "dev": "dev.jsonl", "test": None}, "join_train": 4}
+    teacher = SimpleNamespace(meta={"data": stored}, path=tmp_path / "teacher.ckpt")
+    data = OmegaConf.load(REPO / "conf" / "data" / "from_teacher.yaml")
+    data.seed = 0
+    cfg = OmegaConf.create({"data": data})
+    assert student_datamodule(cfg, teacher).join_train == 4
+    cfg.data.join_train = 1
+    assert student_datamodule(cfg, teacher).join_train == 1

@@ -24,7 +24,7 @@ def _tool(name: str):
     return module
 
 
-join_documents = _tool("joined_docs").join_documents
+join_every = _tool("joined_docs").join_every
 
 
 def _token_space_decision(windows, window_rows, step: int) -> set:
@@ -63,7 +63,7 @@ def test_joined_sentences_are_decided_by_their_most_context_window(tiny_teacher_
     predictor = Predictor.from_path(tiny_teacher_ckpt)
     predictor.max_length, predictor.stride = 32, 12  # 30 content tokens a window, 18 new each
     step = predictor.max_length - 2 - predictor.stride
-    docs = join_documents(read_split("jsonl", SAMPLE / "dev.jsonl")[:18], 6)
+    docs = join_every(read_split("jsonl", SAMPLE / "dev.jsonl")[:18], 6)
     texts = [d.text for d in docs]
     windows = predictor.encode(texts)
     got = predictor.predict(texts, batch_size=1)  # a document's windows in separate batches

@@ -27,20 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))  # after PYTHONPATH: another checkout of distill can be measured
 
-from distill.data.document import Document, Entity  # noqa: E402
+from distill.data.document import Document, join_documents  # noqa: E402
 
 
-def join_documents(docs: list[Document], k: int, sep: str = " ") -> list[Document]:
+def join_every(docs: list[Document], k: int, sep: str = " ") -> list[Document]:
     """Every ``k`` consecutive documents as one, texts joined with ``sep``, offsets shifted."""
-    joined = []
-    for lo in range(0, len(docs), k):
-        parts, entities, shift = [], [], 0
-        for doc in docs[lo : lo + k]:
-            parts.append(doc.text)
-            entities += [Entity(e.start + shift, e.end + shift, e.type) for e in doc.entities]
-            shift += len(doc.text) + len(sep)
-        joined.append(Document(sep.join(parts), entities, docs[lo].source))
-    return joined
+    return [join_documents(docs[lo : lo + k], sep) for lo in range(0, len(docs), k)]
 
 
 def f1(predictor, docs: list[Document], batch_size: int) -> tuple[float, int]:
@@ -91,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not args.split or not args.format:
             parser.error("--write needs --split and --format")
         options = json.loads(args.options) if args.options else {}
-        joined_docs = join_documents(read_split(args.format, args.split, **options)[: args.n], args.k)
+        joined_docs = join_every(read_split(args.format, args.split, **options)[: args.n], args.k)
         write_jsonl(joined_docs, args.write)
         print(f"{len(joined_docs)} documents of {args.k} sentences -> {args.write}")
         return {"documents": len(joined_docs)}
@@ -109,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     docs = read_split(fmt, path, **options)[: args.n]
     start = time.perf_counter()
     single, single_windows = f1(predictor, docs, args.batch_size)
-    joined_docs = join_documents(docs, args.k)
+    joined_docs = join_every(docs, args.k)
     joined, joined_windows = f1(predictor, joined_docs, args.batch_size)
     result = {"split": str(path), "sentences": len(docs), "k": args.k,
               "documents_joined": len(joined_docs), "max_length": predictor.max_length,

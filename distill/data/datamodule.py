@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from distill.data.document import Document
+from distill.data.document import Document, join_documents
 from distill.data.encoding import AlignmentReport, Window, encode_documents
 from distill.data.readers import read_split
 from distill.data.transfer import read_transfer
@@ -220,7 +220,9 @@ class NERDataModule(pl.LightningDataModule):
     a public train split, e.g. CMeEE: ``train: dev.json``, ``holdout: 1000``). ``extra_train``
     names more gold-labelled training files in the canonical JSONL format (e.g. the output of
     ``distill.augment``), appended to the train split after the holdout and ``limit_train``;
-    ``unlabeled`` names text that only the distillation term sees."""
+    ``unlabeled`` names text that only the distillation term sees. ``join_train=k`` joins every
+    k consecutive training documents (after the limit, before the extra files) into one, so a
+    model trained on sentences also sees multi-sentence windows, as long documents are predicted."""
 
     def __init__(self, dir: str, train: str, dev: str | None = None, test: str | None = None,
                  format: str = "jsonl", options: dict | None = None, flat: bool = False,
@@ -230,7 +232,8 @@ class NERDataModule(pl.LightningDataModule):
                  holdout_seed: int = 0, unlabeled: str | list[str] | None = None, seed: int = 0,
                  name: str | None = None, extra_train: str | list[str] | None = None,
                  limit_unlabeled: int | None = None, unlabeled_encoding: str | None = None,
-                 unlabeled_unit: str | None = None, transfer_ratio: float | None = None):
+                 unlabeled_unit: str | None = None, transfer_ratio: float | None = None,
+                 join_train: int | None = None):
         super().__init__()
         options, extra_train = _plain(options), _plain(extra_train)
         self.dir, self.format, self.options = Path(str(dir)), format, dict(options or {})
@@ -245,6 +248,9 @@ class NERDataModule(pl.LightningDataModule):
         if transfer_ratio is not None and not float(transfer_ratio) > 0:
             raise ConfigError(f"data.transfer_ratio={transfer_ratio}: expected a number > 0 (or null)")
         self.transfer_ratio = None if transfer_ratio is None else float(transfer_ratio)
+        if join_train is not None and (type(join_train) is not int or join_train < 1):
+            raise ConfigError(f"data.join_train={join_train!r}: expected an integer >= 1 (or null)")
+        self.join_train = join_train
         # a function of each collated train batch, run in the loader (its workers too): the
         # student's teacher-logit store adds the teacher's logits there (TeacherCache.collate)
         self.train_batch_hook = None
@@ -278,6 +284,12 @@ class NERDataModule(pl.LightningDataModule):
                                        [d for k, d in enumerate(train_docs) if k in held])
             train_docs = [d for k, d in enumerate(train_docs) if k not in held]
         train_docs = train_docs[: self.limit_train]
+        if self.join_train and self.join_train > 1:
+            k = self.join_train
+            joined = [join_documents(train_docs[lo : lo + k]) for lo in range(0, len(train_docs), k)]
+            log.info("train: %d documents joined %d at a time into %d (data.join_train)",
+                     len(train_docs), k, len(joined))
+            train_docs = joined
         for path in self.extra_train:
             extra = read_split("jsonl", path)
             log.info("train: + %d gold-labelled documents (%d entities) from %s", len(extra),
@@ -403,7 +415,7 @@ class NERDataModule(pl.LightningDataModule):
                 "limit_eval": self.limit_eval, "extra_train": self.extra_train,
                 "unlabeled": self.unlabeled, "limit_unlabeled": self.limit_unlabeled,
                 "unlabeled_encoding": self.unlabeled_encoding, "unlabeled_unit": self.unlabeled_unit,
-                "transfer_ratio": self.transfer_ratio}
+                "transfer_ratio": self.transfer_ratio, "join_train": self.join_train}
 
     def unlabeled_report(self) -> dict | None:
         """What the transfer text gave (for metrics.json): the spec, read_transfer's counts

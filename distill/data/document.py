@@ -28,3 +28,14 @@ class Document:
 
     def surface(self, entity: Entity) -> str:
         return self.text[entity.start : entity.end]
+
+
+def join_documents(docs: list[Document], sep: str = " ") -> Document:
+    """``docs`` as one document: texts joined with ``sep``, entity offsets shifted; the source is
+    the first one's."""
+    parts, entities, shift = [], [], 0
+    for doc in docs:
+        parts.append(doc.text)
+        entities += [Entity(e.start + shift, e.end + shift, e.type) for e in doc.entities]
+        shift += len(doc.text) + len(sep)
+    return Document(sep.join(parts), entities, docs[0].source if docs else "")

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from distill.data.document import Document, Entity
+from distill.data.document import Document, Entity, join_documents
 from distill.errors import ConfigError, DataError
 
 logger = logging.getLogger("distill")
@@ -331,17 +331,13 @@ def read_columns(
 
 def _join_blocks(sentences: list[Document], block_ids: list[int], sep: str) -> list[Document]:
     """Consecutive sentences with the same block id as one document, offsets shifted."""
-    joined: list[Document] = []
+    blocks: list[list[Document]] = []
     for i, sentence in enumerate(sentences):
         if i and block_ids[i] == block_ids[i - 1]:
-            last = joined[-1]
-            shift = len(last.text) + len(sep)
-            entities = [*last.entities, *(Entity(e.start + shift, e.end + shift, e.type)
-                                          for e in sentence.entities)]
-            joined[-1] = Document(last.text + sep + sentence.text, entities, last.source)
+            blocks[-1].append(sentence)
         else:
-            joined.append(sentence)
-    return joined
+            blocks.append([sentence])
+    return [join_documents(block, sep) for block in blocks]
 
 
 def _column_sentences(
