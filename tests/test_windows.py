@@ -3,28 +3,17 @@ evaluation batches of at most ``batch_size`` windows, a document spanning severa
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from conftest import REPO, SAMPLE
+from conftest import SAMPLE
 from distill.data.datamodule import NERDataModule
+from distill.data.document import join_every
 from distill.data.readers import read_split
 from distill.deploy.predict import Predictor
 from distill.eval.decode import threshold_spans
 from distill.model.span_ner import span_mask
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-join_every = _tool("joined_docs").join_every
 
 
 def _token_space_decision(windows, window_rows, step: int) -> set:

@@ -27,12 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))  # after PYTHONPATH: another checkout of distill can be measured
 
-from distill.data.document import Document, join_documents  # noqa: E402
-
-
-def join_every(docs: list[Document], k: int, sep: str = " ") -> list[Document]:
-    """Every ``k`` consecutive documents as one, texts joined with ``sep``, offsets shifted."""
-    return [join_documents(docs[lo : lo + k], sep) for lo in range(0, len(docs), k)]
+from distill.data.document import Document, join_every  # noqa: E402
 
 
 def f1(predictor, docs: list[Document], batch_size: int) -> tuple[float, int]:

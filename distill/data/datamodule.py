@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from distill.data.document import Document, join_documents
+from distill.data.document import Document, join_every
 from distill.data.encoding import AlignmentReport, Window, encode_documents
 from distill.data.readers import read_split
 from distill.data.transfer import read_transfer
@@ -285,10 +285,9 @@ class NERDataModule(pl.LightningDataModule):
             train_docs = [d for k, d in enumerate(train_docs) if k not in held]
         train_docs = train_docs[: self.limit_train]
         if self.join_train and self.join_train > 1:
-            k = self.join_train
-            joined = [join_documents(train_docs[lo : lo + k]) for lo in range(0, len(train_docs), k)]
+            joined = join_every(train_docs, self.join_train)
             log.info("train: %d documents joined %d at a time into %d (data.join_train)",
-                     len(train_docs), k, len(joined))
+                     len(train_docs), self.join_train, len(joined))
             train_docs = joined
         for path in self.extra_train:
             extra = read_split("jsonl", path)

@@ -39,3 +39,8 @@ def join_documents(docs: list[Document], sep: str = " ") -> Document:
         entities += [Entity(e.start + shift, e.end + shift, e.type) for e in doc.entities]
         shift += len(doc.text) + len(sep)
     return Document(sep.join(parts), entities, docs[0].source if docs else "")
+
+
+def join_every(docs: list[Document], k: int, sep: str = " ") -> list[Document]:
+    """Every ``k`` consecutive documents as one (:func:`join_documents`)."""
+    return [join_documents(docs[lo : lo + k], sep) for lo in range(0, len(docs), k)]

@@ -25,6 +25,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -331,13 +332,8 @@ def read_columns(
 
 def _join_blocks(sentences: list[Document], block_ids: list[int], sep: str) -> list[Document]:
     """Consecutive sentences with the same block id as one document, offsets shifted."""
-    blocks: list[list[Document]] = []
-    for i, sentence in enumerate(sentences):
-        if i and block_ids[i] == block_ids[i - 1]:
-            blocks[-1].append(sentence)
-        else:
-            blocks.append([sentence])
-    return [join_documents(block, sep) for block in blocks]
+    runs = groupby(zip(block_ids, sentences), key=lambda pair: pair[0])
+    return [join_documents([sentence for _, sentence in run], sep) for _, run in runs]
 
 
 def _column_sentences(

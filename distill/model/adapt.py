@@ -151,7 +151,8 @@ def _prediction_head(mlm):
 def mlm_loss(mlm, batch: dict) -> torch.Tensor:
     """Cross-entropy on the masked positions. The vocabulary projection runs on those positions
     only (15 % of the tokens), not on every token as the models' own forward does: with a
-    32k-row vocabulary it is most of a CPU step otherwise. Same loss as ``mlm(...).loss``."""
+    32k-row vocabulary that projection is a large share of a CPU step (a CLUENER step with the
+    extended MiniLM: 7.8 s before, 4.5 s after, on a shared CPU). Same loss as ``mlm(...).loss``."""
     head = _prediction_head(mlm)
     if head is None:
         return mlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
