@@ -372,3 +372,59 @@ def test_int8_f1_of_exported_students_is_a_column(runs):
     (folder / "export" / "parity.json").unlink()
     again = compare([runs["teacher"], runs["sweep"]], runs["root"] / "report2", latency=False)
     assert "int8" not in again["table"].splitlines()[0]
+
+
+def transfer_student(folder: Path, ckpt: str, documents: int, dev: float, *, alpha: float = 0.5,
+                     pseudo_labels: bool = False) -> Path:
+    """A 2-layer bottom student distilled with ``documents`` transfer texts of one file."""
+    metrics = student_metrics(ckpt, 2, "bottom", alpha, dev, None)
+    metrics["checkpoint"] = str((folder / "best.ckpt").resolve())
+    metrics["kd"]["pseudo_labels"] = pseudo_labels
+    metrics["data"]["unlabeled"] = {"spec": "corpus/news.txt", "files": ["corpus/news.txt"],
+                                    "documents": documents, "windows": documents}
+    return write_run(folder, metrics)
+
+
+def test_hard_label_students_are_distilled_students_not_gold_only_twins(runs):
+    """kd.alpha=0 with kd.pseudo_labels=true learns from the teacher's decoded spans: a KD student
+    ("KD hard", "hard labels"), compared with the gold-only twin and never taken as one (it was
+    the no-KD baseline of every soft student before, being the best on dev)."""
+    sweep = runs["sweep"]
+    transfer_student(sweep / "hard", runs["ckpt"], 500, 0.95, alpha=0.0, pseudo_labels=True)
+    transfer_student(sweep / "soft", runs["ckpt"], 500, 0.80)
+    rows = by_name(compare.compare([runs["root"]], latency=False)["rows"])
+    hard, soft = rows["2L bottom KD hard +news (KD text)"], rows["2L bottom KD +news (KD text)"]
+    assert hard["kd"] == "KD" and hard["kd_labels"] == "hard" and soft["kd_labels"] == "soft"
+    # both against the gold-only job "3" (dev 0.70, no test split)
+    assert hard["kd_gain"] == pytest.approx(100 * (0.95 - 0.70)) and hard["kd_gain_split"] == "dev"
+    assert soft["kd_gain"] == pytest.approx(100 * (0.80 - 0.70))
+    line = next(ln for ln in (runs["root"] / "comparison.md").read_text().splitlines()
+                if ln.startswith("| 2L bottom KD hard "))
+    assert "| hard labels |" in line
+
+
+def test_amount_of_transfer_text_names_runs_and_is_plotted(runs):
+    """Students that differ only in how many transfer documents they read (data.limit_unlabeled)
+    are told apart by the count, not grouped as seeds; f1_vs_transfer.png draws F1 against the
+    amount, from the gold-only twin at 0; without two amounts there is no such plot."""
+    out = runs["root"] / "one"
+    transfer_student(runs["sweep"] / "t100", runs["ckpt"], 100, 0.75)
+    compare.compare([runs["root"]], out, latency=False)
+    assert (out / "f1_vs_transfer.png").is_file()  # 0 (the gold-only job "3") and 100
+
+    solo = runs["root"] / "solo"
+    transfer_student(solo / "t100", runs["ckpt"], 100, 0.75)
+    result = compare.compare([solo], solo / "out", latency=False)  # no gold-only twin: one amount
+    assert "f1_vs_transfer.png" not in result["files"] and not (solo / "out" / "f1_vs_transfer.png").exists()
+
+    for n, dev in ((1000, 0.78), (5000, 0.81)):
+        transfer_student(runs["sweep"] / f"t{n}", runs["ckpt"], n, dev)
+    out = runs["root"] / "many"
+    result = compare.compare([runs["root"]], out, latency=False)
+    rows = by_name(result["rows"])
+    assert rows["2L bottom KD +news (KD text) (5000 docs)"]["transfer_documents"] == 5000
+    assert rows["2L bottom KD +news (KD text) (100 docs)"]["kd_gain"] == pytest.approx(100 * (0.75 - 0.70))
+    assert (out / "f1_vs_transfer.png").stat().st_size > 1000 and "f1_vs_transfer.png" in result["files"]
+    with open(out / "comparison.csv", newline="") as handle:
+        counts = {r["name"]: r["transfer_documents"] for r in csv.DictReader(handle)}
+    assert counts["2L bottom KD +news (KD text) (1000 docs)"] == "1000" and counts["teacher 4L"] == ""

@@ -3,8 +3,9 @@
 :func:`compare` reads every run under the given folders (:mod:`distill.report.runs`), measures
 CPU latency for all models in one process, interleaved, after warm-up and on the same inputs
 (:mod:`distill.report.bench`), so the numbers are comparable with each other, and writes
-``comparison.md``, ``comparison.csv`` (:mod:`distill.report.table`), ``f1_vs_latency.png`` and
-``f1_vs_depth.png`` (:mod:`distill.report.plots`). A configuration trained with several seeds is
+``comparison.md``, ``comparison.csv`` (:mod:`distill.report.table`), ``f1_vs_latency.png``,
+``f1_vs_depth.png`` and, when students were trained on several amounts of transfer text,
+``f1_vs_transfer.png`` (:mod:`distill.report.plots`). A configuration trained with several seeds is
 one row of the table and one point of the plots (mean ± spread); the CSV keeps every run and adds
 that row. :func:`run` is ``python -m distill.compare`` (conf/compare.yaml): it checks the config,
 compares and prints the table.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from distill.report.plots import plot_f1_vs_depth, plot_f1_vs_latency
+from distill.report.plots import plot_f1_vs_depth, plot_f1_vs_latency, plot_f1_vs_transfer
 from distill.report.runs import (
     LATENCY_TOKENS,
     METRICS,
@@ -129,6 +130,8 @@ def compare(paths: list[Path], output: Path | None = None, latency: bool = True,
         plots.append("f1_vs_latency.png")
     if plot_f1_vs_depth(shown, output / "f1_vs_depth.png"):
         plots.append("f1_vs_depth.png")
+    if plot_f1_vs_transfer(shown, output / "f1_vs_transfer.png"):
+        plots.append("f1_vs_transfer.png")
     files.update({p: output / p for p in plots})
     table = markdown_table(shown)
     # every run, each group of seeds after its runs

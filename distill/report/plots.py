@@ -1,13 +1,21 @@
 """The comparison's plots (matplotlib, written as PNG): F1 vs CPU latency with its Pareto front,
-and F1 vs student depth by pruning strategy. A row of several seeds is its mean, with an error bar
-of its spread (half the range)."""
+F1 vs student depth by pruning strategy, and F1 vs the amount of transfer text. A row of several
+seeds is its mean, with an error bar of its spread (half the range)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from distill.report.runs import LATENCY_TOKENS, PRUNING_ORDER, STUDENT, TEACHER
+from distill.report.runs import (
+    LATENCY_TOKENS,
+    PRUNING_ORDER,
+    STUDENT,
+    TEACHER,
+    mean_spread,
+    no_kd_baselines,
+    student_key,
+)
 
 
 def plot_split(rows: list[dict]) -> str:
@@ -98,6 +106,71 @@ def plot_f1_vs_depth(rows: list[dict], path: Path) -> bool:
         ax.set_xticks(depths)
     return _save(plt, fig, ax, path, "student depth (layers)", f"{split} F1 (%)",
                  f"{split} F1 vs depth, by pruning strategy")
+
+
+def plot_f1_vs_transfer(rows: list[dict], path: Path) -> bool:
+    """Student F1 vs the number of transfer documents its teacher labelled for it
+    (``transfer_documents``), one line per student (teacher, gold data, layers) and kind of
+    labels (soft, hard), starting at 0 from the same student trained on gold alone (the no-KD
+    schedule best on dev); its teacher as a horizontal line. Several configurations at one
+    amount (e.g. epochs): the line joins the one best on dev, the others are faint points. False
+    unless some student was trained with at least two amounts (0 counts)."""
+    split = plot_split(rows)
+    students = [r for r in rows if r["role"] == STUDENT and r[f"{split}_f1"] is not None]
+    baselines = no_kd_baselines(students)
+    lines: dict[tuple, list[dict]] = {}
+    for r in students:
+        if r["kd"] == "KD" and r["transfer_documents"]:
+            lines.setdefault((student_key(r), r["kd_labels"] or "soft"), []).append(r)
+    amounts: dict[tuple, set] = {}
+    for (key, _), sel in lines.items():
+        amounts.setdefault(key, {0} if key in baselines else set()).update(
+            r["transfer_documents"] for r in sel)
+    keys = [k for k, xs in amounts.items() if len(xs) >= 2]
+    if not keys:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    colors = plt.get_cmap("tab10")
+    teachers = {r["checkpoint"]: r for r in rows if r["role"] == TEACHER and r[f"{split}_f1"] is not None}
+    k = 0
+    for key in keys:
+        base = baselines.get(key)
+        start = None
+        if base:
+            start = mean_spread([b[f"{split}_f1"] for b in base])[0]
+            ax.scatter([0], [100 * start], marker="s", color="black", zorder=3)
+            _error_bars(ax, base[:1], [0], split, "black")
+            ax.annotate(f"{base[0]['depth']}L gold only", (0, 100 * start), textcoords="offset points",
+                        xytext=(5, -9), fontsize=7)
+        for (line_key, labels), sel in lines.items():
+            if line_key != key:
+                continue
+            best: dict[int, dict] = {}
+            for r in sel:
+                x = r["transfer_documents"]
+                if x not in best or (r["dev_f1"] or 0) > (best[x]["dev_f1"] or 0):
+                    best[x] = r
+            xs = sorted(best)
+            color = colors(k % 10)
+            k += 1
+            ax.plot(([0] if start is not None else []) + xs,
+                    ([100 * start] if start is not None else []) + [100 * best[x][f"{split}_f1"] for x in xs],
+                    marker="o", color=color, label=f"{sel[0]['depth']}L {sel[0]['pruning'] or ''}, KD {labels}")
+            _error_bars(ax, [best[x] for x in xs], xs, split, color)
+            rest = [r for r in sel if best[r["transfer_documents"]] is not r]
+            if rest:
+                ax.scatter([r["transfer_documents"] for r in rest], [100 * r[f"{split}_f1"] for r in rest],
+                           marker="o", color=color, alpha=0.4, s=18)
+        teacher = teachers.get(key[0])
+        if teacher is not None:
+            ax.axhline(100 * teacher[f"{split}_f1"], color="black", linestyle=":", linewidth=1.2,
+                       label=f"teacher ({teacher['name']})")
+    positive = sorted({x for key in keys for x in amounts[key] if x > 0})
+    ax.set_xscale("symlog", linthresh=positive[0])
+    ax.set_xlim(0, positive[-1] * 1.4)
+    return _save(plt, fig, ax, path, "transfer documents labelled by the teacher (0: gold only)",
+                 f"{split} F1 (%)", f"{split} F1 vs the amount of transfer text")
 
 
 def plot_latency_vs_length(rows: list[dict], path: Path) -> bool:

@@ -38,8 +38,9 @@ LATENCY_TOKENS = 64
 THROUGHPUT_BATCH = 32
 
 COLUMNS = [  # comparison.csv, in order
-    "name", "run", "seed", "seeds", "role", "data", "extra_train", "unlabeled", "depth", "layers", "pruning",
-    "init", "kd", "kd_alpha", "kd_temperature", "kd_loss", "kd_beta", "epochs", "params", "dev_f1", "dev_f1_spread",
+    "name", "run", "seed", "seeds", "role", "data", "extra_train", "unlabeled", "transfer_documents", "depth",
+    "layers", "pruning", "init", "kd", "kd_labels", "kd_alpha", "kd_temperature", "kd_loss", "kd_beta", "epochs",
+    "params", "dev_f1", "dev_f1_spread",
     "test_f1", "test_f1_spread", "dev_exact_match", "dev_exact_match_spread", "test_exact_match",
     "test_exact_match_spread", "retention_pct", "retention_pct_spread", "retention_split", "kd_gain",
     "kd_gain_spread", "kd_gain_split", "p50_ms", "p95_ms", "throughput_per_s", "speedup", "runtime",
@@ -48,8 +49,8 @@ COLUMNS = [  # comparison.csv, in order
 # what makes runs one configuration trained with several seeds: the row but for its run folder,
 # checkpoint, seed and metrics
 SEED_KEY = ("role", "model_name", "teacher_checkpoint", "depth", "layers", "pruning", "init", "kd",
-            "kd_alpha", "kd_temperature", "kd_loss", "kd_beta", "data", "extra_train", "unlabeled",
-            "epochs")
+            "kd_labels", "kd_alpha", "kd_temperature", "kd_loss", "kd_beta", "data", "extra_train",
+            "unlabeled", "transfer_documents", "epochs")
 # the metrics a group of seeds shows as mean ± spread (a ``<key>_spread`` column each)
 SPREAD_KEYS = ("dev_f1", "test_f1", "dev_exact_match", "test_exact_match", "retention_pct")
 
@@ -282,7 +283,25 @@ def _get(metrics: dict, split: str, key: str) -> float | None:
 
 
 def kd_used(kd: dict) -> bool:
-    return bool((kd.get("alpha") or 0) > 0 or (kd.get("beta") or 0) > 0)
+    """Whether the student learnt from its teacher: soft targets (``alpha``), hidden states
+    (``beta``) or the teacher's decoded spans as labels (``pseudo_labels``)."""
+    return bool((kd.get("alpha") or 0) > 0 or (kd.get("beta") or 0) > 0 or kd.get("pseudo_labels"))
+
+
+def kd_labels(kd: dict) -> str | None:
+    """What the teacher's span scores taught: ``soft`` (the KL, ``alpha`` > 0), ``hard`` (its
+    decoded spans as the gold of the transfer text, ``pseudo_labels``), ``soft+hard``; None
+    for neither (no KD, or hidden states only)."""
+    soft, hard = (kd.get("alpha") or 0) > 0, bool(kd.get("pseudo_labels"))
+    return "soft+hard" if soft and hard else "soft" if soft else "hard" if hard else None
+
+
+def transfer_documents(metrics: dict) -> int | None:
+    """How many transfer documents the run read (``data.unlabeled.documents`` of metrics.json,
+    after the drops and ``data.limit_unlabeled``); None when it read none or did not record it."""
+    unlabeled = (metrics.get("data") or {}).get("unlabeled")
+    count = unlabeled.get("documents") if isinstance(unlabeled, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) else None
 
 
 def display_path(path: Path | None) -> str:
@@ -334,6 +353,7 @@ def build_rows(runs: list[Run]) -> list[dict]:
                    epochs=(m.get("train") or {}).get("epochs"),
                    data=(m.get("data") or {}).get("name"), params=model.get("params"),
                    extra_train=extra_train, unlabeled=unlabeled,
+                   transfer_documents=transfer_documents(m) if unlabeled else None,
                    dev_f1=_f1(m, "dev"), test_f1=_f1(m, "test"),
                    dev_exact_match=_get(m, "dev", "exact_match"),
                    test_exact_match=_get(m, "test", "exact_match"),
@@ -349,7 +369,8 @@ def build_rows(runs: list[Run]) -> list[dict]:
             row.update(depth=s.get("depth", model.get("layers")),
                        layers=",".join(str(i) for i in layers) if isinstance(layers, list) else layers,
                        pruning=s.get("pruning"), init=s.get("init"),
-                       kd="KD" if kd_used(kd) else "none", kd_alpha=kd.get("alpha"),
+                       kd="KD" if kd_used(kd) else "none", kd_labels=kd_labels(kd),
+                       kd_alpha=kd.get("alpha"),
                        kd_temperature=kd.get("temperature"), kd_loss=kd.get("loss"),
                        kd_beta=kd.get("beta"), teacher_checkpoint=run.teacher_checkpoint)
             row["retention_pct"], row["retention_split"] = retention(
@@ -367,13 +388,16 @@ def name_rows(rows: list[dict]) -> None:
         name = _base_name(unit[0])
         for row in unit:
             row["name"] = name
-    for refine in (_kd_suffix, _run_suffix):
-        counts: dict[str, int] = {}
+    for refine in (_transfer_suffix, _kd_suffix, _run_suffix):
+        # units sharing a name get this refinement's suffix, unless it tells none of them apart
+        clashes: dict[str, list[list[dict]]] = {}
         for unit in units:
-            counts[unit[0]["name"]] = counts.get(unit[0]["name"], 0) + 1
-        for unit in units:
-            if counts[unit[0]["name"]] > 1:
-                suffix = refine(unit)
+            clashes.setdefault(unit[0]["name"], []).append(unit)
+        for same in clashes.values():
+            suffixes = [refine(unit) for unit in same]
+            if len(same) < 2 or len(set(suffixes)) < 2:
+                continue
+            for unit, suffix in zip(same, suffixes):
                 for row in unit:
                     row["name"] += suffix
     for unit in (u for u in units if len(u) > 1):
@@ -387,12 +411,19 @@ def _base_name(row: dict) -> str:
         name = f"teacher {row['depth']}L" if row["depth"] is not None else "teacher"
     else:
         name = f"{row['depth']}L {row['pruning']} {'KD' if row['kd'] == 'KD' else 'no-KD'}"
+        if row["kd_labels"] in ("hard", "soft+hard"):
+            name += f" {row['kd_labels']}"
         if row["init"] not in (None, "teacher"):
             name += f" init={row['init']}"
     for key, what in (("extra_train", "gold"), ("unlabeled", "KD text")):
         if row[key]:
             name += "".join(f" +{Path(f).stem} ({what})" for f in row[key].split(";"))
     return name
+
+
+def _transfer_suffix(unit: list[dict]) -> str:
+    count = unit[0]["transfer_documents"]
+    return f" ({count} docs)" if count is not None else ""
 
 
 def _kd_suffix(unit: list[dict]) -> str:
@@ -502,10 +533,33 @@ def sort_runs(runs: list[Run]) -> list[Run]:
         pruning = row["pruning"] or ""
         return (group[owner], run.role != TEACHER, -(row["depth"] or 0),
                 PRUNING_ORDER.index(pruning) if pruning in PRUNING_ORDER else len(PRUNING_ORDER),
-                pruning, row["kd"] != "KD", -(row["kd_alpha"] or 0), row["kd_temperature"] or 0,
-                str(row["kd_loss"] or ""), str(row["init"] or ""), row["run"] or "")
+                pruning, row["kd"] != "KD", str(row["kd_labels"] or ""), -(row["kd_alpha"] or 0), row["kd_temperature"] or 0,
+                str(row["kd_loss"] or ""), str(row["init"] or ""), row["transfer_documents"] or 0,
+                row["run"] or "")
 
     return sorted(runs, key=key)
+
+
+def student_key(row: dict) -> tuple:
+    """What makes two students the same student but for how they learnt: teacher, gold training
+    data, kept layers and init."""
+    return (row["teacher_checkpoint"], row["data"], row["extra_train"], row["layers"], row["init"])
+
+
+def no_kd_baselines(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """For each :func:`student_key`, its no-KD runs of the schedule (epochs) best on dev: the
+    student trained without its teacher for as long as it pays, so that a gain is not just a
+    longer schedule."""
+    schedules: dict[tuple, dict] = {}  # same student -> {epochs: its no-KD runs}
+    for row in rows:
+        if row["role"] == STUDENT and row["kd"] == "none":
+            schedules.setdefault(student_key(row), {}).setdefault(row.get("epochs"), []).append(row)
+
+    def dev_mean(group: list[dict]) -> float:
+        mean = mean_spread([r["dev_f1"] for r in group])[0]
+        return float("-inf") if mean is None else mean
+
+    return {key: max(groups.values(), key=dev_mean) for key, groups in schedules.items()}
 
 
 def add_kd_gains(rows: list[dict], runs: list[dict] | None = None) -> None:
@@ -516,22 +570,9 @@ def add_kd_gains(rows: list[dict], runs: list[dict] | None = None) -> None:
     ``runs``: the per-run rows the no-KD twins come from (default ``rows``); a row of several
     seeds compares its mean. ``kd_gain_spread``, when either side has several seeds: the sum of
     both sides' half-ranges (the half-range of every KD run − no-KD run difference)."""
-    def same_student(row: dict) -> tuple:
-        return (row["teacher_checkpoint"], row["data"], row["extra_train"], row["layers"], row["init"])
-
-    schedules: dict[tuple, dict] = {}  # same student -> {epochs: its no-KD runs}
-    for row in rows if runs is None else runs:
-        if row["role"] == STUDENT and row["kd"] == "none":
-            schedules.setdefault(same_student(row), {}).setdefault(row.get("epochs"), []).append(row)
-    # trained for several schedules, the twin is the one best on dev (the no-KD student trained as
-    # long as it pays, so that a gain is not just a longer schedule)
-    def dev_mean(group: list[dict]) -> float:
-        mean = mean_spread([r["dev_f1"] for r in group])[0]
-        return float("-inf") if mean is None else mean
-
-    baselines = {key: max(groups.values(), key=dev_mean) for key, groups in schedules.items()}
+    baselines = no_kd_baselines(rows if runs is None else runs)
     for row in rows:
-        base = baselines.get(same_student(row)) if row["role"] == STUDENT and row["kd"] == "KD" else None
+        base = baselines.get(student_key(row)) if row["role"] == STUDENT and row["kd"] == "KD" else None
         if not base:
             continue
         for split in ("test", "dev"):

@@ -36,10 +36,15 @@ def kd_text(row: dict) -> str:
         return "—"
     if row["kd"] != "KD":
         return "none"
-    text = f"α={fmt_num(row['kd_alpha'])} T={fmt_num(row['kd_temperature'])} {row['kd_loss'] or ''}".strip()
+    parts = []
+    if row["kd_alpha"]:
+        parts.append(f"α={fmt_num(row['kd_alpha'])} T={fmt_num(row['kd_temperature'])} "
+                     f"{row['kd_loss'] or ''}".strip())
     if row["kd_beta"]:
-        text += f" β={fmt_num(row['kd_beta'])}"
-    return text
+        parts.append(f"β={fmt_num(row['kd_beta'])}")
+    if row.get("kd_labels") in ("hard", "soft+hard"):
+        parts.append("hard labels")
+    return " ".join(parts)
 
 
 def exact_match(row: dict) -> tuple[float | None, float | None]:
