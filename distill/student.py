@@ -169,12 +169,12 @@ def train_student(cfg: DictConfig) -> dict:
         alignment = CharAlignment(teacher.tokenizer, datamodule.dataset("train"),
                                   teacher.model.encoder.config.max_position_embeddings)
         alignment.log()
-        if kd.get("cache"):
-            log.info("kd.cache: not used with a student tokenizer other than the teacher's "
-                     "(the teacher's logits are computed live on its tokenization)")
-    if kd.get("cache") and uses_teacher and alignment is None:
+        if kd.get("cache") and uses_teacher and kd.get("store_floor") is not None:
+            raise ConfigError(f"kd.store_floor={kd['store_floor']}: the store of a student with "
+                              "another tokenizer than the teacher's is dense (set kd.store_floor=null)")
+    if kd.get("cache") and uses_teacher:
         cache = TeacherCache(kd["cache_dir"], teacher.model, datamodule.dataset("train"),
-                             floor=kd.get("store_floor"))
+                             floor=kd.get("store_floor"), alignment=alignment)
     module = NERModule(
         student, student_tokenizer, datamodule.config(), decode=decode, kd=kd, kd_loss=kd_loss,
         alignment=alignment,

@@ -83,3 +83,50 @@ def test_student_with_other_vocabulary_trains(tiny_teacher_ckpt, tmp_path):
     m = json.loads((run_dir / "metrics.json").read_text())
     al = m["kd"]["alignment"]
     assert set(al) == {"pairs", "teacher_only", "student_only"} and al["pairs"] > 0
+    # the teacher's logits were labelled once into the store, on the student's span grid
+    assert m["kd"]["cache_used"] is True and m["kd"]["store"]["windows"] > 0
+    bad = run_cli("distill.student", f"teacher={tiny_teacher_ckpt / 'best.ckpt'}", "student.depth=1",
+                  "student.init=pretrained", f"student.name_or_path={other}", "trainer=fast_dev_run",
+                  "kd.store_floor=-8", f"kd.cache_dir={tmp_path / 'cache'}",
+                  f"hydra.run.dir={tmp_path / 'bad'}", check=False)
+    lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+    assert bad.returncode != 0 and "kd.store_floor=-8" in lines[-1] and "dense" in lines[-1]
+
+
+def test_aligned_store_gives_the_live_aligned_kd(data, tiny_bert, tmp_path):
+    """A student with another tokenizer: the store holds the teacher's logits remapped onto the
+    student's spans (NaN where the teacher has no counterpart); read back, logits and paired mask
+    give the live aligned KL within fp16, under its own key (the teacher's view is hashed)."""
+    from distill.train.kd_cache import TeacherCache
+
+    dm, tok, labels = data
+    words = [w for w in sample_words() if len(w) > 4][:300]
+    student_tok = load_tokenizer(str(build_tiny_bert(tmp_path / "other", words, layers=1)))
+    sdm = NERDataModule(SAMPLE, "train.jsonl", "dev.jsonl", limit_train=8, limit_eval=4,
+                        max_length=48, stride=12)
+    sdm.read(labels=labels)
+    sdm.encode(student_tok)
+    ds = sdm.dataset("train")
+    align = CharAlignment(tok, ds)
+    assert align.student_only > 0  # spans only the student expresses: stored as NaN
+    torch.manual_seed(0)
+    teacher = SpanNER(load_encoder(str(tiny_bert)), labels).eval()
+    store = TeacherCache(tmp_path / "cache", teacher, ds, batch_size=3, chunk_windows=4, alignment=align)
+    assert store.path != TeacherCache(tmp_path / "cache", teacher, ds).path
+    store.prepare(teacher, "cpu")
+    ids = list(range(len(ds)))
+    batch = ds.collate(ids)
+    n = batch["input_ids"].shape[1]
+    with torch.no_grad():
+        tb = align.teacher_batch(ids)
+        live, paired = align.remap(teacher(tb["input_ids"], tb["attention_mask"], tb["content_mask"]), ids, n)
+    stored, stored_paired = TeacherCache.paired(store.batch(ids, n))
+    valid = span_mask(batch["content_mask"])
+    assert torch.equal(valid & paired, valid & stored_paired) and (valid & ~paired).any()
+    keep = (valid & paired).expand_as(live)
+    assert torch.allclose(stored[keep], live[keep], atol=1e-2, rtol=1e-3)
+    assert torch.isneginf(stored[~keep & valid.expand_as(live)]).all()
+    s = torch.randn_like(live)
+    kl_live = kd_softmax_kl(s, live, valid & paired, 1.0)
+    kl_store = kd_softmax_kl(s, stored, valid & stored_paired, 1.0)
+    assert torch.isfinite(kl_store) and torch.allclose(kl_store, kl_live, atol=1e-3)

@@ -14,6 +14,12 @@ worker processes when ``data.num_workers`` > 0, not in ``training_step``.
 The weights are hashed tensor by tensor (names in sorted order, dtype, shape, values) with the
 head settings and encoder config, not the teacher's file bytes: a run's best.ckpt, its
 ``format=hf`` export folder and a re-saved checkpoint of the same weights share one entry.
+
+A student with another tokenizer (:class:`~distill.train.alignment.CharAlignment`) gets a store
+of the teacher's logits already on the student's span grid: the teacher reads its own
+tokenization of each student window once, its logits are remapped, and a valid student span with
+no teacher counterpart is stored as NaN, which reading turns back into the ``paired`` mask (the
+key then also hashes the teacher's view of every window). Such a store is dense.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import numpy as np
 
 from distill.io.atomic import write_atomic
 from distill.io.load import load_checkpoint
-from distill.model.span_ner import SpanNER
+from distill.model.span_ner import SpanNER, span_mask
 
 log = logging.getLogger("distill")
 
@@ -52,13 +58,17 @@ def model_digest(model: SpanNER, digest) -> None:
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
 
 
-def cache_key(teacher: SpanNER | str | os.PathLike, dataset) -> str:
+def cache_key(teacher: SpanNER | str | os.PathLike, dataset, alignment=None) -> str:
     """The cache entry of a teacher (the model, or a checkpoint file, run folder or HF export
-    folder holding it) on a dataset's windows."""
+    folder holding it) on a dataset's windows (with an ``alignment``: as the teacher sees them)."""
     digest = hashlib.sha256()
     model_digest(teacher if isinstance(teacher, SpanNER) else load_checkpoint(teacher).model, digest)
     for window in dataset.windows:
         digest.update(repr((window.input_ids, window.content)).encode())
+    if alignment is not None:
+        digest.update(b"aligned")
+        for view in alignment.views:
+            digest.update(repr(view).encode())
     return digest.hexdigest()[:24]
 
 
@@ -78,14 +88,21 @@ class TeacherCache:
     ``lse_R − log|R|``, which keeps the dropped mass exact at T = 1. The softmax-with-threshold KL
     then differs from the dense one by at most ``P_R · (log|R| + Δ_s)`` per (window, type), with
     ``P_R ≤ |R| e^floor`` the teacher's probability of the dropped spans and ``Δ_s`` the range of
-    the student's logits over them (``tests/test_teacher_store.py`` checks it)."""
+    the student's logits over them (``tests/test_teacher_store.py`` checks it).
+
+    ``alignment`` (a :class:`~distill.train.alignment.CharAlignment` of ``dataset``): the store
+    of a student with another tokenizer (see the module docstring); dense only."""
 
     def __init__(self, folder: str | os.PathLike, teacher: SpanNER | str | os.PathLike, dataset,
-                 batch_size: int = 64, chunk_windows: int = 4096, floor: float | None = None):
+                 batch_size: int = 64, chunk_windows: int = 4096, floor: float | None = None,
+                 alignment=None):
         self.dataset, self.batch_size, self.chunk_windows = dataset, batch_size, int(chunk_windows)
         self.floor = None if floor is None else float(floor)
+        if alignment is not None and self.floor is not None:
+            raise ValueError("a store of aligned (cross-tokenizer) logits is dense: floor must be None")
+        self.alignment = alignment
         suffix = "" if self.floor is None else f"-floor{self.floor:g}"
-        self.path = Path(folder) / f"{cache_key(teacher, dataset)}{suffix}.store"
+        self.path = Path(folder) / f"{cache_key(teacher, dataset, alignment)}{suffix}.store"
         self.build_seconds: float | None = None
         self.labelled_windows = 0  # by this process, in this run
         self._chunks: list | None = None
@@ -148,13 +165,31 @@ class TeacherCache:
             for start in range(0, len(ids), self.batch_size):
                 part = by_length[start : start + self.batch_size]
                 batch = self.dataset.collate(part)
-                logits = teacher(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                 batch["content_mask"].to(device)).float().cpu()
+                logits = self._label(teacher, device, batch, part)
                 for row, index in enumerate(part):
                     i, j = self._indices(len(self.dataset.windows[index]))
                     pieces[index] = self._segments(logits[row, :, i, j])
             self._write_chunk(k, [pieces[i] for i in ids])
             self.labelled_windows += len(ids)
+
+    def _label(self, teacher, device, batch: dict, part: list[int]) -> torch.Tensor:
+        """The teacher's (B, C, n, n) float logits of the windows ``part`` on the student's grid
+        (aligned: NaN at the valid spans with no teacher counterpart)."""
+        if self.alignment is None:
+            return teacher(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                           batch["content_mask"].to(device)).float().cpu()
+        view = {k: v.to(device) for k, v in self.alignment.teacher_batch(part).items()}
+        out = teacher(view["input_ids"], view["attention_mask"], view["content_mask"]).float()
+        logits, paired = self.alignment.remap(out, part, batch["input_ids"].shape[1])
+        valid = span_mask(batch["content_mask"].to(device))
+        return logits.masked_fill(valid & ~paired, float("nan")).cpu()
+
+    @staticmethod
+    def paired(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """An aligned store's (B, C, n, n) logits -> (logits with −inf for NaN, the (B, 1, n, n)
+        ``paired`` mask: False where the teacher had no counterpart span)."""
+        missing = torch.isnan(logits[:, :1])
+        return logits.masked_fill(torch.isnan(logits), float("-inf")), ~missing
 
     def _segments(self, tri: torch.Tensor) -> list[tuple]:
         """Per type of one window's (C, T) upper triangle: (values, positions, rest logit)."""

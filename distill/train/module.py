@@ -147,16 +147,17 @@ class NERModule(pl.LightningModule):
         """Teacher logits for the batch (from the cache when there is one) and, when asked,
         its hidden states (always live). With an ``alignment``, the logits are a pair
         (remapped logits, paired mask) in the student's grid."""
+        if self.teacher_cache is not None and not need_hidden:
+            if "teacher_logits" in batch:  # read from the store by the DataLoader's collate
+                logits = batch["teacher_logits"]
+            else:
+                n = batch["input_ids"].shape[1]
+                logits = self.teacher_cache.batch(batch["window_ids"], n).to(self.device)
+            return (self.teacher_cache.paired(logits) if self.alignment is not None else logits), None
         if self.alignment is not None:
             t = {k: v.to(self.device) for k, v in self.alignment.teacher_batch(batch["window_ids"]).items()}
             out = self.teacher(t["input_ids"], t["attention_mask"], t["content_mask"])
             return self.alignment.remap(out, batch["window_ids"], batch["input_ids"].shape[1]), None
-        if self.teacher_cache is not None and not need_hidden:
-            if "teacher_logits" in batch:  # read from the store by the DataLoader's collate
-                return batch["teacher_logits"], None
-            n = batch["input_ids"].shape[1]
-            logits = self.teacher_cache.batch(batch["window_ids"], n).to(self.device)
-            return logits, None
         out = self.teacher(batch["input_ids"], batch["attention_mask"], batch["content_mask"],
                            output_hidden_states=need_hidden)
         return out if need_hidden else (out, None)
