@@ -143,12 +143,22 @@ def train_student(cfg: DictConfig) -> dict:
                          f"student.name_or_path={s.name_or_path}")
         student_tokenizer = _student_tokenizer(s.name_or_path, teacher.tokenizer, datamodule)
         datamodule.encode(student_tokenizer)
+    vocab = None
+    if s.get("prune_vocab"):  # the tokens of the training and transfer text (then KD is aligned)
+        from distill.train.vocab import prune_vocabulary
+        texts = [d.text for d in datamodule.splits["train"].docs]
+        if datamodule.unlabeled_split is not None:
+            texts += [d.text for d in datamodule.unlabeled_split.docs]
+        student_tokenizer, vocab = prune_vocabulary(student, student_tokenizer,
+                                                    datamodule.dataset("train").windows, texts)
+        datamodule.encode(student_tokenizer, again=True)
     aligned = student_tokenizer is not teacher.tokenizer
     if aligned:  # the teacher is evaluated on its own tokenization of the same documents
         if cfg.kd.get("beta", 0) > 0:
+            why = ("student.prune_vocab=true gives the student other token ids" if vocab else
+                   f"student.name_or_path={s.name_or_path} tokenizes differently")
             raise ConfigError(f"kd.beta={cfg.kd.beta}: hidden-state matching needs the teacher's "
-                              f"tokenizer; student.name_or_path={s.name_or_path} tokenizes "
-                              "differently (set kd.beta=0)")
+                              f"tokenizer; {why} (set kd.beta=0)")
         teacher_datamodule = instantiate(data)
         teacher_datamodule.read(labels=teacher.labels)
         teacher_datamodule.encode(teacher.tokenizer)
@@ -185,7 +195,8 @@ def train_student(cfg: DictConfig) -> dict:
         **optimization(cfg))
     extra = {"teacher": teacher_report,
              "student": {"depth": len(layers), "layers": layers, "pruning": s.pruning
-                         if s.get("layers") is None else "explicit", "init": s.init, **width},
+                         if s.get("layers") is None else "explicit", "init": s.init, **width,
+                         **({"vocab": vocab} if vocab else {})},
              "kd": dict(module.kd)}
     extra["kd"]["cache_used"] = cache is not None  # kd.cache is moot without a KD term
     if alignment is not None:

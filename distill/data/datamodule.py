@@ -335,12 +335,13 @@ class NERDataModule(pl.LightningDataModule):
                                     f"occur in the training data (known: {sorted(known)})")
 
     # -- encoding --------------------------------------------------------------------------
-    def encode(self, tokenizer) -> None:
-        """Tokenize every split into windows and log alignment/vocabulary coverage."""
+    def encode(self, tokenizer, again: bool = False) -> None:
+        """Tokenize every split into windows and log alignment/vocabulary coverage (splits
+        already encoded are kept, unless ``again``: e.g. the student's pruned tokenizer)."""
         self.tokenizer = tokenizer
         label_ids = {label: k for k, label in enumerate(self.labels)}
         for split in list(self.splits.values()) + ([self.unlabeled_split] if self.unlabeled_split else []):
-            if split.windows is not None:
+            if split.windows is not None and not again:
                 continue
             split.report = AlignmentReport()
             split.windows = encode_documents(
