@@ -375,12 +375,12 @@ def test_int8_f1_of_exported_students_is_a_column(runs):
 
 
 def transfer_student(folder: Path, ckpt: str, documents: int, dev: float, *, alpha: float = 0.5,
-                     pseudo_labels: bool = False) -> Path:
-    """A 2-layer bottom student distilled with ``documents`` transfer texts of one file."""
+                     pseudo_labels: bool = False, files: tuple = ("corpus/news.txt",)) -> Path:
+    """A 2-layer bottom student distilled with ``documents`` transfer texts of ``files``."""
     metrics = student_metrics(ckpt, 2, "bottom", alpha, dev, None)
     metrics["checkpoint"] = str((folder / "best.ckpt").resolve())
     metrics["kd"]["pseudo_labels"] = pseudo_labels
-    metrics["data"]["unlabeled"] = {"spec": "corpus/news.txt", "files": ["corpus/news.txt"],
+    metrics["data"]["unlabeled"] = {"spec": list(files) if len(files) > 1 else files[0], "files": list(files),
                                     "documents": documents, "windows": documents}
     return write_run(folder, metrics)
 
@@ -419,10 +419,14 @@ def test_amount_of_transfer_text_names_runs_and_is_plotted(runs):
 
     for n, dev in ((1000, 0.78), (5000, 0.81)):
         transfer_student(runs["sweep"] / f"t{n}", runs["ckpt"], n, dev)
+    # more text on top, from a second source: a point of the same line, named by its sources
+    transfer_student(runs["sweep"] / "t20000", runs["ckpt"], 20000, 0.83,
+                     files=("corpus/news.txt", "corpus/wire.txt"))
     out = runs["root"] / "many"
     result = compare.compare([runs["root"]], out, latency=False)
     rows = by_name(result["rows"])
     assert rows["2L bottom KD +news (KD text) (5000 docs)"]["transfer_documents"] == 5000
+    assert rows["2L bottom KD +news (KD text) +wire (KD text)"]["transfer_documents"] == 20000
     assert rows["2L bottom KD +news (KD text) (100 docs)"]["kd_gain"] == pytest.approx(100 * (0.75 - 0.70))
     assert (out / "f1_vs_transfer.png").stat().st_size > 1000 and "f1_vs_transfer.png" in result["files"]
     with open(out / "comparison.csv", newline="") as handle:

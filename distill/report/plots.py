@@ -158,6 +158,11 @@ def plot_f1_vs_transfer(rows: list[dict], path: Path) -> bool:
                     ([100 * start] if start is not None else []) + [100 * best[x][f"{split}_f1"] for x in xs],
                     marker="o", color=color, label=f"{sel[0]['depth']}L {sel[0]['pruning'] or ''}, KD {labels}")
             _error_bars(ax, [best[x] for x in xs], xs, split, color)
+            if len({best[x]["unlabeled"] for x in xs}) > 1:  # text from several sources: name them
+                for x in xs:
+                    names = "+".join(Path(f).stem for f in (best[x]["unlabeled"] or "").split(";"))
+                    ax.annotate(names, (x, 100 * best[x][f"{split}_f1"]), textcoords="offset points",
+                                xytext=(4, 4), fontsize=7, color=color)
             rest = [r for r in sel if best[r["transfer_documents"]] is not r]
             if rest:
                 ax.scatter([r["transfer_documents"] for r in rest], [100 * r[f"{split}_f1"] for r in rest],
