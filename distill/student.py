@@ -112,6 +112,12 @@ def train_student(cfg: DictConfig) -> dict:
         raise ConfigError("teacher: required, e.g. teacher=outputs/teacher/<run>/best.ckpt")
     if (finished := finished_run(cfg)) is not None:  # this run dir holds it already
         return finished
+    if cfg.data.get("unlabeled") and not (cfg.kd.get("alpha", 0) > 0 or cfg.kd.get("pseudo_labels")):
+        raise ConfigError(
+            f"data.unlabeled={OmegaConf.to_container(cfg.data, resolve=True)['unlabeled']}: transfer "
+            "text is learnt only from the teacher (kd.alpha > 0 or kd.pseudo_labels=true); with "
+            f"kd.alpha={cfg.kd.get('alpha', 0)} its windows would fill batches and teach nothing "
+            "(set data.unlabeled=null for the gold-only student)")
     quiet_lightning()
     pl.seed_everything(cfg.seed, workers=True)
     teacher = load_checkpoint(cfg.teacher)

@@ -169,6 +169,9 @@ STUDENT_CASES = [
     ("layers-not-increasing", "{teacher}", ["student.layers=[1,0]"],
      "student.layers=[1, 0]: must be strictly increasing"),
     ("bad-init", "{teacher}", ["student.init=magic"], "student.init='magic': expected one of"),
+    ("transfer-text-without-kd", "{teacher}", ["kd=none", "data.unlabeled={tmp}/text.txt"],
+     "data.unlabeled={tmp}/text.txt: transfer text is learnt only from the teacher (kd.alpha > 0 "
+     "or kd.pseudo_labels=true); with kd.alpha=0.0 its windows would fill batches and teach nothing"),
     ("max-length-above-positions", "{teacher}", ["data.max_length=600"],
      "data.max_length=600 is more than the encoder of teacher={teacher} takes: 512 tokens "
      "(max_position_embeddings=512)"),

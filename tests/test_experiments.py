@@ -22,6 +22,9 @@ ENCODER_VARIANTS = ("_mpnet",)  # <dataset>_mpnet: the same dataset with another
 # <dataset>_lowlabel: the same dataset in a study of its own (a teacher on a few labelled
 # documents; its students run one by one, with seeds, not as the 16-student sweep)
 STUDY_VARIANTS = ("_lowlabel",)
+# <dataset>_reuters_students: the dataset's own teacher, its students distilled with transfer text
+# (the file the recipe's tool writes) -- a student experiment with no teacher experiment of its own
+TRANSFER_VARIANTS = ("_reuters",)
 
 
 def dataset_of(experiment: str) -> str:
@@ -84,7 +87,7 @@ def test_teacher_experiment_points_at_existing_files(name):
 @pytest.mark.parametrize("name", STUDENTS)
 def test_student_experiment_composes(name):
     dataset = name.removesuffix("_students")
-    teacher_cfg = compose_cfg("teacher", [f"+experiment={dataset}"])
+    teacher_cfg = compose_cfg("teacher", [f"+experiment={dataset.removesuffix(TRANSFER_VARIANTS[0])}"])
     cfg = compose_cfg("student", [f"+experiment={name}"])
     assert cfg.task_name == name
     assert cfg.teacher == teacher_cfg.hydra.run.dir  # the teacher experiment's run folder
@@ -93,6 +96,11 @@ def test_student_experiment_composes(name):
     assert 0 < cfg.trainer.max_epochs <= teacher_cfg.trainer.max_epochs  # students train no longer than their teacher
     if dataset.endswith(STUDY_VARIANTS):
         assert cfg.data.unlabeled is None and cfg.student.depth == 4  # the text is a run's choice
+    elif dataset.endswith(TRANSFER_VARIANTS):
+        assert cfg.data.unlabeled and cfg.data.limit_unlabeled > 0 and cfg.student.depth == 2
+        # its gold-only twin, as the config's comment writes it, reads no transfer text
+        gold = compose_cfg("student", [f"+experiment={name}", "kd=none", "data.unlabeled=null"])
+        assert gold.data.unlabeled is None and gold.kd.alpha == 0.0
     else:
         assert cfg.hydra.sweep.dir == f"outputs/{dataset}/students"
         params = OmegaConf.to_container(cfg.hydra.sweeper.params)
