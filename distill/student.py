@@ -107,14 +107,20 @@ def evaluate_teacher(cfg: DictConfig, teacher: LoadedModel, datamodule: NERDataM
             **module.reports}
 
 
+def learns_from_teacher_labels(kd) -> bool:
+    """Whether the ``kd`` config trains on the teacher's span scores (the KL term, kd.alpha > 0)
+    or its decoded spans (kd.pseudo_labels): the only ways transfer text teaches a student."""
+    return kd.get("alpha", 0) > 0 or bool(kd.get("pseudo_labels"))
+
+
 def train_student(cfg: DictConfig) -> dict:
     if not cfg.get("teacher"):
         raise ConfigError("teacher: required, e.g. teacher=outputs/teacher/<run>/best.ckpt")
     if (finished := finished_run(cfg)) is not None:  # this run dir holds it already
         return finished
-    if cfg.data.get("unlabeled") and not (cfg.kd.get("alpha", 0) > 0 or cfg.kd.get("pseudo_labels")):
+    if cfg.data.get("unlabeled") and not learns_from_teacher_labels(cfg.kd):
         raise ConfigError(
-            f"data.unlabeled={OmegaConf.to_container(cfg.data, resolve=True)['unlabeled']}: transfer "
+            f"data.unlabeled={cfg.data.unlabeled}: transfer "
             "text is learnt only from the teacher (kd.alpha > 0 or kd.pseudo_labels=true); with "
             f"kd.alpha={cfg.kd.get('alpha', 0)} its windows would fill batches and teach nothing "
             "(set data.unlabeled=null for the gold-only student)")
@@ -179,7 +185,7 @@ def train_student(cfg: DictConfig) -> dict:
     kd = OmegaConf.to_container(cfg.kd, resolve=True)
     kd_loss = kd_loss_fn(kd.pop("loss", None))
     cache = None
-    uses_teacher = kd.get("alpha", 0) > 0 or bool(kd.get("pseudo_labels"))
+    uses_teacher = learns_from_teacher_labels(kd)
     alignment = None
     if aligned and (uses_teacher or kd.get("beta", 0) > 0):
         alignment = CharAlignment(teacher.tokenizer, datamodule.dataset("train"),

@@ -87,7 +87,10 @@ def test_teacher_experiment_points_at_existing_files(name):
 @pytest.mark.parametrize("name", STUDENTS)
 def test_student_experiment_composes(name):
     dataset = name.removesuffix("_students")
-    teacher_cfg = compose_cfg("teacher", [f"+experiment={dataset.removesuffix(TRANSFER_VARIANTS[0])}"])
+    teacher = dataset
+    for variant in TRANSFER_VARIANTS:
+        teacher = teacher.removesuffix(variant)
+    teacher_cfg = compose_cfg("teacher", [f"+experiment={teacher}"])
     cfg = compose_cfg("student", [f"+experiment={name}"])
     assert cfg.task_name == name
     assert cfg.teacher == teacher_cfg.hydra.run.dir  # the teacher experiment's run folder
