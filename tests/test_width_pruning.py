@@ -45,6 +45,37 @@ def test_zeroed_head_equals_physically_removed_head(setup):
     assert torch.allclose(_logits(a, batch), _logits(b, batch), atol=1e-5)
 
 
+def test_inference_removes_exactly_the_zeroed_heads(setup):
+    from distill.deploy.runners import TorchRunner
+    from distill.model.heads import without_zeroed_heads, zeroed_heads
+
+    dm, _, teacher, batch = setup
+    student = build_student(teacher, [0, 1, 2])
+    assert without_zeroed_heads(student) == (student, [])  # nothing pruned: the model itself
+    hs, fs = importance(student, train_batches(dm.dataset("train"), 2, 8))
+    kept = prune_width(student, 1, None, hs, fs)
+    dropped = [[h for h in range(2) if h not in keep] for keep in kept["heads"]]
+    assert zeroed_heads(student.encoder) == dropped
+    slim, removed = without_zeroed_heads(student)
+    assert removed == dropped and slim is not student
+    assert slim.encoder.config.pruned_heads == dict(enumerate(dropped))
+    assert zeroed_heads(student.encoder) == dropped  # the checkpoint's model is untouched
+    d = student.encoder.config.hidden_size // 2
+    for layer in slim.encoder.encoder.layer:
+        assert layer.attention.self.query.weight.shape[0] == d
+        assert layer.attention.output.dense.weight.shape[1] == d
+    n = lambda m: sum(p.numel() for p in m.parameters())
+    assert n(student) - n(slim) == 3 * (4 * d * student.encoder.config.hidden_size + 3 * d)
+    assert torch.allclose(_logits(slim, batch), _logits(student, batch), atol=1e-5)
+    # inference runs the slim copy; a parity check asks for the model as trained
+    assert TorchRunner(student).removed_heads == dropped
+    assert TorchRunner(student, as_trained=True).model is student
+    # one live head made nonzero again is no longer removed
+    with torch.no_grad():
+        student.encoder.encoder.layer[0].attention.output.dense.weight[0, dropped[0][0] * d] = 1.0
+    assert without_zeroed_heads(student)[1][0] == []
+
+
 def test_gradient_importance_is_the_loss_derivative_of_scaling_the_head(setup):
     """Hand computation: scaling head h's columns of the output projection by t gives
     dL/dt = Σ W[:, h]·∂L/∂W[:, h] at t=1, which must equal the mask gradient."""
@@ -136,6 +167,8 @@ def test_student_cli_with_heads_and_ffn(tiny_teacher_ckpt, tmp_path):
     assert summary["onnx"]["compact_windows_differing"] == 0
     assert summary["onnx-int8"]["compact_windows_differing"] == 0
     meta = json.loads((run_dir / "export" / "distill.json").read_text())
+    # the zeroed heads are not in the graph (one of two per layer)
+    assert [len(r) for r in meta["onnx"]["removed_heads"]] == [1, 1]
     assert meta["fused_ops"]["SkipLayerNormalization"] == 2 * 2 and meta["fused_ops"]["BiasGelu"] == 2
     # zeroed heads keep the shapes: onnxruntime's fused Attention serves the narrow student too
     fused = export(ckpt=str(run_dir), output=str(run_dir / "fused"), quantize="int8", parity_docs=10,

@@ -52,8 +52,9 @@ from distill.io.checkpoint import LoadedModel
 from distill.io.export_format import (CONFIG_FILE, META_FILE, ONNX_FILES, PARITY_FILE, WEIGHTS_FILE,
                                       export_meta, load_hf_folder, write_tokenizer)
 from distill.io.load import load_checkpoint, resolve
+from distill.model.heads import block_parts, without_zeroed_heads
 from distill.model.shapes import example_inputs, shape_model
-from distill.model.span_ner import span_mask
+from distill.model.span_ner import encoder_layers, span_mask
 
 log = logging.getLogger("distill")
 
@@ -148,7 +149,7 @@ def _quiet_onnxruntime_tools():
         logging.disable(logging.NOTSET)
 
 
-def fuse_transformer_ops(source: Path, target: Path, config) -> dict | None:
+def fuse_transformer_ops(source: Path, target: Path, config, heads: int | None = None) -> dict | None:
     """onnxruntime's transformer graph fusion (``onnxruntime.transformers.optimizer``, model type
     bert): LayerNorm after a residual Add becomes SkipLayerNormalization, bias + Gelu becomes
     BiasGelu (onnxruntime ``com.microsoft`` ops). Quantizing the fused graph is a few percent
@@ -168,10 +169,14 @@ def fuse_transformer_ops(source: Path, target: Path, config) -> dict | None:
         # after the padding id, so fusing theirs is wrong (a tiny MPNet int8: logits 1.7 off, 0.02 unfused)
         options.enable_embed_layer_norm = getattr(config, "model_type", "bert") == "bert"
         with _quiet_onnxruntime_tools():
-            fused = optimize_model(str(source), model_type="bert", opt_level=0,
-                                   num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
-                                   hidden_size=int(getattr(config, "hidden_size", 0) or 0),
-                                   optimization_options=options)
+            num_heads = int(getattr(config, "num_attention_heads", 0) or 0)
+            hidden_size = int(getattr(config, "hidden_size", 0) or 0)
+            if heads:  # every layer keeps ``heads`` heads (zeroed ones removed): Q/K/V are narrower
+                num_heads, hidden_size = heads, heads * (hidden_size // num_heads)
+            elif getattr(config, "pruned_heads", None):  # unequal layers: sizes read from the graph
+                num_heads = hidden_size = 0
+            fused = optimize_model(str(source), model_type="bert", opt_level=0, num_heads=num_heads,
+                                   hidden_size=hidden_size, optimization_options=options)
             counts = {op: n for op, n in fused.get_fused_operator_statistics().items() if n}
             fused.save_model_to_file(str(target))
     except Exception as err:  # a graph the optimizer does not understand: quantize it unfused
@@ -370,9 +375,10 @@ def export_onnx_fused_attention(model, file: Path, opset: int = 18) -> dict:
     if getattr(config, "model_type", None) != "bert":
         raise ConfigError(f"attention=fused: BERT encoders only (this one is "
                           f"{getattr(config, 'model_type', '?')}); use attention=plain")
-    if getattr(config, "pruned_heads", None):
-        raise ConfigError("attention=fused: the layers have different head counts (width-pruned); "
-                          "use attention=plain")
+    counts = {block_parts(layer)["att"].num_attention_heads for layer in encoder_layers(model.encoder)}
+    if len(counts) > 1:
+        raise ConfigError(f"attention=fused: the layers have different head counts ({sorted(counts)}: "
+                          "width-pruned); use attention=plain")
     model = model.eval()
     ids, attention, content = example_inputs(config.vocab_size)
     with tempfile.TemporaryDirectory() as tmp:
@@ -395,7 +401,7 @@ def export_onnx_fused_attention(model, file: Path, opset: int = 18) -> dict:
         except Exception as err:
             detail = " ".join(str(err).split())[:300]
             raise CheckpointError(f"ONNX export (head) failed ({type(err).__name__}: {detail})") from None
-        counts = fuse_transformer_ops(encoder_file, fused_file, config)
+        counts = fuse_transformer_ops(encoder_file, fused_file, config, heads=counts.pop())
         if not counts or not counts.get("Attention"):
             raise CheckpointError(f"attention=fused: onnxruntime fused no attention in this encoder "
                                   f"({counts}); use attention=plain")
@@ -523,14 +529,19 @@ def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
     started = time.perf_counter()
     fp32_file = tmp / ONNX_FILES["onnx"]
     fusion = {}
+    # a width-pruned student's zeroed heads leave the graph (the parity check below compares
+    # with the checkpoint as trained)
+    model, removed = without_zeroed_heads(loaded.model)
     if attention == "fused":  # model.onnx comes fused (attention included)
-        fusion[ONNX_FILES["onnx"]] = export_onnx_fused_attention(loaded.model, fp32_file, opset)
+        fusion[ONNX_FILES["onnx"]] = export_onnx_fused_attention(model, fp32_file, opset)
     else:
-        export_onnx(loaded.model, fp32_file, opset)
-    log.info("onnx: exported %s in %.1f s", ONNX_FILES["onnx"], time.perf_counter() - started)
-    config = loaded.model.encoder.config
+        export_onnx(model, fp32_file, opset)
+    log.info("onnx: exported %s in %.1f s%s", ONNX_FILES["onnx"], time.perf_counter() - started,
+             f" ({sum(map(len, removed))} zeroed attention heads removed)" if removed else "")
+    config = model.encoder.config
     onnx_meta = {"opset": opset, "inputs": list(INPUT_NAMES), "output": OUTPUT_NAME,
-                 "files": [ONNX_FILES["onnx"]], "optimize": optimize, "attention": attention}
+                 "files": [ONNX_FILES["onnx"]], "optimize": optimize, "attention": attention,
+                 "removed_heads": removed}
     if optimize == "ort" and attention != "fused":
         fusion[ONNX_FILES["onnx"]] = fuse_in_place(fp32_file, config)
     if quantize:
@@ -569,7 +580,7 @@ def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
         report = synthetic_parity(loaded, runners)
         source = "synthetic token ids (random-weights shape model)"
     else:
-        predictor = Predictor(TorchRunner(loaded.model), loaded.tokenizer, loaded.meta, loaded.path)
+        predictor = Predictor(TorchRunner(loaded.model, as_trained=True), loaded.tokenizer, loaded.meta, loaded.path)
         docs, source = parity_texts(loaded.meta, parity_docs)
         report = check_parity(predictor, runners, docs, atol)
     fp32 = report["onnx"]

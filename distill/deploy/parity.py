@@ -147,7 +147,7 @@ class ParityError(CheckpointError):
 
 
 def synthetic_parity(loaded, runners: dict) -> dict:
-    torch_runner = TorchRunner(loaded.model)
+    torch_runner = TorchRunner(loaded.model, as_trained=True)
     report = {"documents": 0, "windows": 0}
     for name, runner in runners.items():
         worst, mask_equal, differing = 0.0, True, 0

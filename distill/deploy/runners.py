@@ -13,6 +13,7 @@ from distill.errors import CheckpointError, ConfigError
 from distill.eval.decode import SpanRows
 from distill.io.export_format import ONNX_FILES, read_export_meta, read_export_tokenizer
 from distill.io.load import load_checkpoint, resolve
+from distill.model.heads import without_zeroed_heads
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 
@@ -38,12 +39,19 @@ def resolve_device(device: str | None) -> torch.device:
 
 class TorchRunner:
     """SpanNER forward in PyTorch on NumPy inputs; returns the (B, C, n, n) logits tensor (on
-    ``device``; decoding thresholds it there, so only the spans kept cross to the CPU)."""
+    ``device``; decoding thresholds it there, so only the spans kept cross to the CPU).
+
+    A width-pruned model runs without its zeroed attention heads (a copy with them removed:
+    :func:`distill.model.heads.without_zeroed_heads`, the same function at fewer FLOPs) unless
+    ``as_trained`` -- what a parity check against the checkpoint itself uses."""
 
     runtime = "torch"
 
-    def __init__(self, model, device: str | torch.device | None = None):
+    def __init__(self, model, device: str | torch.device | None = None, as_trained: bool = False):
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.removed_heads = []
+        if not as_trained:
+            model, self.removed_heads = without_zeroed_heads(model)
         self.model = model.eval().to(self.device)
 
     def __call__(self, input_ids, attention_mask, content_mask, threshold: float | None = None):

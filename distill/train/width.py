@@ -12,7 +12,8 @@ FFN neurons are removed (``intermediate_size`` becomes ``ffn``: an HF export rel
 pruned head is zeroed instead (its query/key/value rows and output-projection columns): exactly
 the same function as removing it, the same shapes (checkpoints and exports reload), and a fixed
 point of training (every gradient into a zeroed head is 0). ``physical=True`` removes the heads
-for real, in memory only (what a latency measurement needs); such a model does not reload.
+for real, in memory only; such a model does not reload. Inference removes them the same way
+(:func:`distill.model.heads.without_zeroed_heads`: the PyTorch runner and the ONNX export).
 """
 
 from __future__ import annotations
@@ -21,23 +22,17 @@ import torch
 from torch import nn
 
 from distill.errors import ConfigError
+from distill.model.heads import block_parts, head_size, remove_heads
 from distill.model.span_ner import SpanNER, encoder_layers, span_mask
 
 IMPORTANCE = ("gradient", "magnitude")
 
 
 def _parts(layer: nn.Module) -> dict:
-    """The linear maps of one BERT or MPNet block that width pruning touches."""
-    if hasattr(layer.attention, "self"):  # BERT, RoBERTa, ...
-        att = layer.attention.self
-        qkv, out = [att.query, att.key, att.value], layer.attention.output.dense
-    elif hasattr(layer.attention, "attn"):  # MPNet
-        att = layer.attention.attn
-        qkv, out = [att.q, att.k, att.v], att.o
-    else:
+    parts = block_parts(layer)
+    if parts is None:
         raise ConfigError(f"student.heads: unsupported encoder block {type(layer).__name__}")
-    return {"att": att, "qkv": qkv, "out": out, "up": layer.intermediate.dense,
-            "down": layer.output.dense, "act": layer.intermediate}
+    return parts
 
 
 def _int_or_none(value, key: str, low: int, high: int) -> int | None:
@@ -62,8 +57,7 @@ def check_width(config, heads, ffn, importance: str = "gradient", batches: int =
 
 
 def head_dim(model: SpanNER) -> int:
-    config = model.encoder.config
-    return config.hidden_size // config.num_attention_heads
+    return head_size(model.encoder)
 
 
 def importance(model: SpanNER, batches, kind: str = "gradient"):
@@ -151,13 +145,7 @@ def prune_width(model: SpanNER, heads: int | None, ffn: int | None, head_scores=
             drop = [h for h in range(config.num_attention_heads) if h not in set(keep.tolist())]
             kept["heads"].append(keep.tolist())
             if physical:
-                index = torch.cat([torch.arange(h * d, (h + 1) * d) for h in keep.tolist()])
-                index = index.to(p["out"].weight.device)
-                for name, lin in zip(_qkv_names(p["att"]), p["qkv"]):
-                    setattr(p["att"], name, prune_linear_layer(lin, index, dim=0))
-                _set_out(encoder_layers(model.encoder)[k], prune_linear_layer(p["out"], index, dim=1))
-                p["att"].num_attention_heads = heads
-                p["att"].all_head_size = heads * d
+                remove_heads(encoder_layers(model.encoder)[k], keep.tolist(), d)
                 continue
             for h in drop:
                 rows = slice(h * d, (h + 1) * d)
@@ -166,17 +154,6 @@ def prune_width(model: SpanNER, heads: int | None, ffn: int | None, head_scores=
                     lin.bias[rows] = 0
                 p["out"].weight[:, rows] = 0
     return kept
-
-
-def _qkv_names(att: nn.Module) -> list[str]:
-    return ["query", "key", "value"] if hasattr(att, "query") else ["q", "k", "v"]
-
-
-def _set_out(layer: nn.Module, linear: nn.Linear) -> None:
-    if hasattr(layer.attention, "self"):
-        layer.attention.output.dense = linear
-    else:
-        layer.attention.attn.o = linear
 
 
 def narrow(student: SpanNER, dataset, heads, ffn, kind: str = "gradient", batches: int = 32,
