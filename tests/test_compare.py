@@ -432,3 +432,22 @@ def test_amount_of_transfer_text_names_runs_and_is_plotted(runs):
     with open(out / "comparison.csv", newline="") as handle:
         counts = {r["name"]: r["transfer_documents"] for r in csv.DictReader(handle)}
     assert counts["2L bottom KD +news (KD text) (1000 docs)"] == "1000" and counts["teacher 4L"] == ""
+
+
+def test_a_teacher_its_gold_only_student_beats_on_dev_is_flagged(runs, capsys):
+    from distill.report.compare import compare
+
+    sweep, ckpt = runs["sweep"], runs["ckpt"]
+    folder = sweep / "9"
+    m = student_metrics(ckpt, 2, "bottom", 0.0, TEACHER_DEV - 0.01, None)
+    m["checkpoint"] = str((folder / "best.ckpt").resolve())
+    write_run(folder, m)
+    result = compare([runs["teacher"], sweep], runs["root"] / "r1", latency=False)
+    assert "may be undertrained" not in result["files"]["md"].read_text()
+    m["dev"] = report(TEACHER_DEV + 0.01)
+    write_run(folder, m)
+    result = compare([runs["teacher"], sweep], runs["root"] / "r2", latency=False)
+    text = result["files"]["md"].read_text()
+    assert "teacher 4L may be undertrained: 2L bottom no-KD" in text
+    assert f"{100 * (TEACHER_DEV + 0.01):.2f} dev F1 against its {100 * TEACHER_DEV:.2f}" in text
+    assert "may be undertrained" in capsys.readouterr().err

@@ -111,6 +111,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(runs):
     assert resumed["run"]["resumed_at_step"] == step_at_kill  # no finished step was redone
     assert resumed["run"]["config"] == reference["run"]["config"]
     assert strip(resumed) == strip(reference)  # same steps, epochs, dev and test metrics
+    # the dev curve: one value per epoch, the killed run's epoch 0 restored from last.ckpt
+    assert len(reference["train"]["dev_f1"]) == 2 and reference["train"]["best_epoch"] in (0, 1)
+    assert resumed["train"]["dev_f1"] == reference["train"]["dev_f1"]
     assert resumed["checkpoint"] == str((killed / "best.ckpt").resolve())
     # the same final weights, scheduler and best-checkpoint tracking: the resumed epoch went on
     # with the batches the killed one had not reached, in the same order

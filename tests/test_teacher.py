@@ -121,3 +121,16 @@ def test_step_timer_counts_steps_not_validation_or_epoch_starts(monkeypatch):
     timer.on_train_batch_end(None, None, None, None, 0)  # 201.5
     assert timer.seconds == [1.0, 2.0, 1.5]
     assert timer.median == 1.5
+
+
+def test_still_rising_warns_only_when_the_last_quarter_improves():
+    from distill.train.run import still_rising
+
+    assert still_rising([0.5, 0.6, 0.7]) is None  # too few validations to say
+    assert still_rising([0.80, 0.81, 0.812, 0.809, 0.811, 0.81, 0.813, 0.812]) is None  # flat end
+    message = still_rising([0.2, 0.5, 0.7, 0.75, 0.78, 0.80, 0.806, 0.811])  # last 2 of 8: +1.1
+    assert "80.00 before the last 2 validations, 81.10 in them" in message
+    assert "trainer.max_epochs" in message and "\n" not in message
+    # the last quarter rounds up (9 validations: the last 3) and needs a 0.5-point gain
+    assert still_rising([0.1] * 6 + [0.104, 0.1, 0.1]) is None
+    assert still_rising([0.1] * 6 + [0.106, 0.1, 0.1]) is not None

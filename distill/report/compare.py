@@ -82,6 +82,27 @@ def measure_latency(rows: list[dict], repeats: int, warmup: int, runtime: str | 
     return notes
 
 
+def undertrained_teachers(shown: list[dict]) -> list[str]:
+    """A note for each teacher that one of its own students, trained on gold alone (from the
+    teacher's layers), beats on dev F1: the teacher stopped learning too early (or the data is
+    too small for its size), and a student distilled towards it aims below what it reaches
+    without it -- the low-label studies in docs/results.md."""
+    notes = []
+    for teacher in shown:
+        if teacher["role"] != "teacher" or teacher["dev_f1"] is None or not teacher["checkpoint"]:
+            continue
+        better = [r for r in shown if r["role"] == "student" and r["kd"] == "none"
+                  and r["teacher_checkpoint"] == teacher["checkpoint"]
+                  and r["dev_f1"] is not None and r["dev_f1"] > teacher["dev_f1"]]
+        if better:
+            best = max(better, key=lambda r: r["dev_f1"])
+            notes.append(f"{teacher['name']} may be undertrained: {best['name']}, trained on gold "
+                         f"alone from its layers, scores {100 * best['dev_f1']:.2f} dev F1 against "
+                         f"its {100 * teacher['dev_f1']:.2f}; distilling towards it can cost F1 "
+                         "(train the teacher longer: trainer.max_epochs)")
+    return notes
+
+
 def _by_case(results: list[dict], models: list, cases: list[tuple[int, int]]) -> list[list]:
     """For each case, the result row of each model (in ``models`` order). Rows are matched by
     model name when the names are unique, else by order within the case."""
@@ -120,6 +141,9 @@ def compare(paths: list[Path], output: Path | None = None, latency: bool = True,
     shown = table_rows(rows)
     add_speedups(shown, rows)
     add_kd_gains(shown, rows)
+    for note in undertrained_teachers(shown):
+        warn(note)
+        notes.append(note)
     groups = [r for r in shown if r["seeds"]]
     if output is None:
         output = paths[0] if paths[0].is_dir() else paths[0].parent

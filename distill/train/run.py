@@ -151,6 +151,52 @@ class StepTimer(pl.Callback):
         return round(statistics.median(self.seconds), 4) if self.seconds else None
 
 
+class DevCurve(pl.Callback):
+    """Dev F1 after each validation of the fit (not the sanity check, not the final evaluation of
+    best.ckpt), kept in ``last.ckpt`` so a resumed run has the whole curve: metrics.json's
+    ``train.dev_f1`` and ``train.best_epoch``, and :func:`still_rising`'s warning."""
+
+    def __init__(self):
+        self.values: list[float] = []
+        self.epochs: list[int] = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        value = trainer.callback_metrics.get("val/f1")
+        if value is not None:
+            self.values.append(round(float(value), 6))
+            self.epochs.append(trainer.current_epoch)
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.epochs[self.values.index(max(self.values))] if self.values else None
+
+    def state_dict(self) -> dict:
+        return {"values": list(self.values), "epochs": list(self.epochs)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.values = list(state_dict.get("values") or [])
+        self.epochs = list(state_dict.get("epochs") or [])
+
+
+def still_rising(values: list[float], gain: float = 0.005) -> str | None:
+    """A warning when the dev F1 of the last quarter of the validations (at least 2) beats every
+    earlier one by ``gain`` or more (0.5 points): the model was still learning when training
+    stopped. Such a teacher caps its students: a student trained on gold alone from its layers
+    can pass it, and distillation from it then costs F1 (docs/results.md, the low-label studies).
+    None with fewer than 4 validations or a flat end."""
+    if len(values) < 4:
+        return None
+    k = max(2, -(-len(values) // 4))
+    before, last = max(values[:-k]), max(values[-k:])
+    if last - before < gain:
+        return None
+    return (f"dev F1 was still rising when training stopped ({100 * before:.2f} before the last "
+            f"{k} validations, {100 * last:.2f} in them): more epochs (trainer.max_epochs) may "
+            "help; an undertrained teacher caps what its students learn from it")
+
+
 NOISE = (  # (message regex, category) of warnings that are not the user's
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),  # Lightning on torch 2.13
     (r"Checkpoint directory .* exists and is not empty", UserWarning),  # our run dir holds .hydra/
@@ -301,8 +347,8 @@ def fit_and_evaluate(cfg: DictConfig, module: NERModule, datamodule: NERDataModu
         return finished
     if ckpt is not None:
         log.info("resuming from %s", ckpt)
-    state, timer = RunState(config_digest(cfg)), StepTimer()
-    trainer = build_trainer(cfg, [state, timer])
+    state, timer, curve = RunState(config_digest(cfg)), StepTimer(), DevCurve()
+    trainer = build_trainer(cfg, [state, timer, curve])
     _pin_sweep_dir()
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
@@ -329,7 +375,9 @@ def fit_and_evaluate(cfg: DictConfig, module: NERModule, datamodule: NERDataModu
         "train": {"seconds": round(seconds, 2), "epochs": trainer.current_epoch,
                   "steps": trainer.global_step, "step_seconds": timer.median,
                   "examples_per_second":
-                      round(windows * epochs * share / seconds, 2) if seconds else None},
+                      round(windows * epochs * share / seconds, 2) if seconds else None,
+                  "dev_f1": curve.values,
+                  "best_epoch": curve.best_epoch},
         "data": datamodule.config() | {"alignment": _alignment(datamodule),
                                        "unlabeled": datamodule.unlabeled_report()},
         "seed": cfg.get("seed"),
@@ -338,6 +386,9 @@ def fit_and_evaluate(cfg: DictConfig, module: NERModule, datamodule: NERDataModu
                 "resumed_at_step": state.start_step if ckpt else None},
         **(extra or {}),
     }
+    rising = still_rising(curve.values)
+    if rising and trainer.is_global_zero:
+        log.warning(rising)
     if finalize is not None:
         finalize(metrics)
     if trainer.is_global_zero:
