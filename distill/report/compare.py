@@ -99,7 +99,7 @@ def undertrained_teachers(shown: list[dict]) -> list[str]:
             notes.append(f"{teacher['name']} may be undertrained: {best['name']}, trained on gold "
                          f"alone from its layers, scores {100 * best['dev_f1']:.2f} dev F1 against "
                          f"its {100 * teacher['dev_f1']:.2f}; distilling towards it can cost F1 "
-                         "(train the teacher longer: trainer.max_epochs)")
+                         "(if its dev F1 was still rising, train it longer: trainer.max_epochs)")
     return notes
 
 
