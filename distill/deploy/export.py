@@ -149,7 +149,7 @@ def _quiet_onnxruntime_tools():
         logging.disable(logging.NOTSET)
 
 
-def fuse_transformer_ops(source: Path, target: Path, config, heads: int | None = None) -> dict | None:
+def fuse_transformer_ops(source: Path, target: Path, config) -> dict | None:
     """onnxruntime's transformer graph fusion (``onnxruntime.transformers.optimizer``, model type
     bert): LayerNorm after a residual Add becomes SkipLayerNormalization, bias + Gelu becomes
     BiasGelu (onnxruntime ``com.microsoft`` ops). Quantizing the fused graph is a few percent
@@ -169,12 +169,7 @@ def fuse_transformer_ops(source: Path, target: Path, config, heads: int | None =
         # after the padding id, so fusing theirs is wrong (a tiny MPNet int8: logits 1.7 off, 0.02 unfused)
         options.enable_embed_layer_norm = getattr(config, "model_type", "bert") == "bert"
         with _quiet_onnxruntime_tools():
-            num_heads = int(getattr(config, "num_attention_heads", 0) or 0)
-            hidden_size = int(getattr(config, "hidden_size", 0) or 0)
-            if heads:  # every layer keeps ``heads`` heads (zeroed ones removed): Q/K/V are narrower
-                num_heads, hidden_size = heads, heads * (hidden_size // num_heads)
-            elif getattr(config, "pruned_heads", None):  # unequal layers: sizes read from the graph
-                num_heads = hidden_size = 0
+            num_heads, hidden_size = _attention_sizes(config)
             fused = optimize_model(str(source), model_type="bert", opt_level=0, num_heads=num_heads,
                                    hidden_size=hidden_size, optimization_options=options)
             counts = {op: n for op, n in fused.get_fused_operator_statistics().items() if n}
@@ -184,6 +179,22 @@ def fuse_transformer_ops(source: Path, target: Path, config, heads: int | None =
                     " ".join(str(err).split())[:200])
         return None
     return counts
+
+
+def _attention_sizes(config) -> tuple[int, int]:
+    """(num_heads, hidden_size) of the attention for onnxruntime's fusion. Heads removed
+    (``pruned_heads``, :func:`distill.model.heads.without_zeroed_heads`): the same count left in
+    every layer gives narrower Q/K/V; unequal layers give (0, 0), the optimizer reads the graph."""
+    num_heads = int(getattr(config, "num_attention_heads", 0) or 0)
+    hidden_size = int(getattr(config, "hidden_size", 0) or 0)
+    pruned = getattr(config, "pruned_heads", None)
+    if not pruned:
+        return num_heads, hidden_size
+    left = {num_heads - len(pruned.get(k, [])) for k in range(int(config.num_hidden_layers))}
+    if len(left) > 1:
+        return 0, 0
+    heads = left.pop()
+    return heads, heads * (hidden_size // num_heads)
 
 
 def op_counts(file: Path) -> dict[str, int]:
@@ -375,9 +386,9 @@ def export_onnx_fused_attention(model, file: Path, opset: int = 18) -> dict:
     if getattr(config, "model_type", None) != "bert":
         raise ConfigError(f"attention=fused: BERT encoders only (this one is "
                           f"{getattr(config, 'model_type', '?')}); use attention=plain")
-    counts = {block_parts(layer)["att"].num_attention_heads for layer in encoder_layers(model.encoder)}
-    if len(counts) > 1:
-        raise ConfigError(f"attention=fused: the layers have different head counts ({sorted(counts)}: "
+    heads = {block_parts(layer)["att"].num_attention_heads for layer in encoder_layers(model.encoder)}
+    if len(heads) > 1:
+        raise ConfigError(f"attention=fused: the layers have different head counts ({sorted(heads)}: "
                           "width-pruned); use attention=plain")
     model = model.eval()
     ids, attention, content = example_inputs(config.vocab_size)
@@ -401,7 +412,7 @@ def export_onnx_fused_attention(model, file: Path, opset: int = 18) -> dict:
         except Exception as err:
             detail = " ".join(str(err).split())[:300]
             raise CheckpointError(f"ONNX export (head) failed ({type(err).__name__}: {detail})") from None
-        counts = fuse_transformer_ops(encoder_file, fused_file, config, heads=counts.pop())
+        counts = fuse_transformer_ops(encoder_file, fused_file, config)
         if not counts or not counts.get("Attention"):
             raise CheckpointError(f"attention=fused: onnxruntime fused no attention in this encoder "
                                   f"({counts}); use attention=plain")

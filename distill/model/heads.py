@@ -23,17 +23,19 @@ from distill.model.span_ner import encoder_layers
 
 
 def block_parts(layer: nn.Module) -> dict | None:
-    """The linear maps of one BERT or MPNet block that width pruning touches (None: unknown)."""
+    """The linear maps of one BERT or MPNet block that width pruning touches (None: unknown), with
+    where they live: ``qkv_names`` (attributes of ``att``), ``out_owner``.``out_name``."""
     if hasattr(layer.attention, "self"):  # BERT, RoBERTa, ...
-        att = layer.attention.self
-        qkv, out = [att.query, att.key, att.value], layer.attention.output.dense
+        att, names = layer.attention.self, ["query", "key", "value"]
+        owner, out_name = layer.attention.output, "dense"
     elif hasattr(layer.attention, "attn"):  # MPNet
-        att = layer.attention.attn
-        qkv, out = [att.q, att.k, att.v], att.o
+        att, names = layer.attention.attn, ["q", "k", "v"]
+        owner, out_name = att, "o"
     else:
         return None
-    return {"att": att, "qkv": qkv, "out": out, "up": layer.intermediate.dense,
-            "down": layer.output.dense, "act": layer.intermediate}
+    return {"att": att, "qkv": [getattr(att, n) for n in names], "qkv_names": names,
+            "out": getattr(owner, out_name), "out_owner": owner, "out_name": out_name,
+            "up": layer.intermediate.dense, "down": layer.output.dense, "act": layer.intermediate}
 
 
 def head_size(encoder: nn.Module) -> int:
@@ -47,14 +49,9 @@ def remove_heads(layer: nn.Module, keep: list[int], d: int) -> None:
 
     p = block_parts(layer)
     index = torch.cat([torch.arange(h * d, (h + 1) * d) for h in keep]).to(p["out"].weight.device)
-    for name, lin in zip(["query", "key", "value"] if hasattr(p["att"], "query") else ["q", "k", "v"],
-                         p["qkv"]):
+    for name, lin in zip(p["qkv_names"], p["qkv"]):
         setattr(p["att"], name, prune_linear_layer(lin, index, dim=0))
-    out = prune_linear_layer(p["out"], index, dim=1)
-    if hasattr(layer.attention, "self"):
-        layer.attention.output.dense = out
-    else:
-        layer.attention.attn.o = out
+    setattr(p["out_owner"], p["out_name"], prune_linear_layer(p["out"], index, dim=1))
     p["att"].num_attention_heads = len(keep)
     p["att"].all_head_size = len(keep) * d
 
