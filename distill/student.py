@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import hydra
@@ -147,9 +148,17 @@ def train_student(cfg: DictConfig) -> dict:
         from distill.train.width import narrow
         if s.init != "teacher":
             raise ConfigError(f"student.heads/student.ffn: need student.init=teacher, not {s.init}")
+        started = time.perf_counter()
         width = narrow(student, datamodule.dataset("train"), s.get("heads"), s.get("ffn"),
                        s.get("importance", "gradient"), s.get("importance_batches", 32),
                        datamodule.batch_size)
+        if width:
+            config = teacher.model.encoder.config
+            log.info("student width: %s heads of %d and %s FFN neurons of %d kept per layer, by %s "
+                     "importance (%d training batches, %.1f s); %.1f M parameters without the pruned heads",
+                     width["heads"] or "all", config.num_attention_heads, width["ffn"] or "all",
+                     config.intermediate_size, width["importance"], width["importance_batches"],
+                     time.perf_counter() - started, width["params"] / 1e6)
     if s.init == "pretrained":  # another encoder, with its own position limit and tokenizer
         check_max_length(datamodule.max_length, student.encoder.config,
                          f"student.name_or_path={s.name_or_path}")

@@ -156,6 +156,8 @@ def test_student_cli_with_heads_and_ffn(tiny_teacher_ckpt, tmp_path):
     assert m["student"]["heads"] == 1 and m["student"]["ffn"] == 16
     assert m["student"]["intermediate_size"] == 16 and len(m["student"]["kept_heads"]) == 2
     assert m["student"]["params"] < m["teacher"]["model"]["params"]
+    assert "student width: 1 heads of 2 and 16 FFN neurons of 64 kept per layer, by gradient" \
+        in (run_dir / "student.log").read_text()
     # a narrow student exports like any other: fp32 ONNX identical to PyTorch, int8 fused and
     # quantized, the compact output equal to thresholding the logits
     pytest.importorskip("onnxruntime")
