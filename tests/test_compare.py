@@ -133,8 +133,8 @@ class FakeBench:
         self.calls.append({"models": list(models), "cases": list(cases), "repeats": repeats})
         rows = []
         for batch, tokens in cases:  # case-major, as an interleaving bench would
-            for m in models:
-                ms = 2.0 * m.layers * (1 if batch == 1 else 10)
+            for m in models:  # an int8 export: 4 times as fast
+                ms = 2.0 * m.layers * (1 if batch == 1 else 10) / (4 if m.runtime == "onnx-int8" else 1)
                 rows.append({"model": m.name, "runtime": m.runtime, "batch": batch,
                              "tokens": tokens, "p50_ms": ms, "p95_ms": ms * 1.1,
                              "per_second": 1000 * batch / ms})
@@ -163,6 +163,47 @@ def test_compare_with_latency(runs, monkeypatch, capsys):
     md = (runs["sweep"] / "comparison.md").read_text()
     assert "4.00×" in md and "![f1_vs_latency.png](f1_vs_latency.png)" in md
     assert "12-00-00/2" in md.split("## Failed or incomplete runs")[1]
+
+
+def test_int8_exports_are_timed_with_the_checkpoints(runs, monkeypatch):
+    """A run with <run>/export/model.int8.onnx is timed twice in the one interleaved measurement:
+    its checkpoint and its int8 export; int8 speed-up has int8 on both sides (none without the
+    teacher's int8 export); exports=false times the checkpoints alone."""
+    fake = FakeBench()
+    monkeypatch.setitem(sys.modules, "distill.report.bench",
+                        types.SimpleNamespace(load_bench_model=fake.load_bench_model, measure=fake.measure))
+    for folder in (runs["teacher"], runs["sweep"] / "0", runs["sweep"] / "1"):
+        (folder / "export").mkdir()
+        (folder / "export" / "model.int8.onnx").write_bytes(b"not a real model")
+    (runs["sweep"] / "3" / "export").mkdir()  # an export folder without an int8 model: not timed
+    result = compare.compare([runs["teacher"], runs["sweep"]], runs["root"] / "out", repeats=1, warmup=0)
+    models = fake.calls[0]["models"]
+    assert len(fake.calls) == 1 and len(models) == 4 + 3
+    assert sorted(m.runtime for m in models).count("onnx-int8") == 3
+    rows = by_name(result["rows"])
+    assert rows["teacher 4L"]["p50_ms"] == 8.0 and rows["teacher 4L"]["int8_p50_ms"] == 2.0
+    assert rows["teacher 4L"]["int8_speedup"] == 1.0
+    assert rows["2L uniform KD"]["int8_p50_ms"] == 1.0 and rows["2L uniform KD"]["speedup"] == 2.0
+    assert rows["2L uniform KD"]["int8_speedup"] == pytest.approx(2.0)
+    assert rows["1L uniform KD"]["int8_throughput_per_s"] == pytest.approx(1000 * 32 / 5)
+    assert rows["2L bottom no-KD"]["int8_p50_ms"] is None and rows["2L bottom no-KD"]["int8_speedup"] is None
+    assert rows["2L bottom no-KD"]["p50_ms"] == 4.0  # its checkpoint still timed
+    header = result["table"].splitlines()[0]
+    assert header.rstrip(" |").endswith("int8 p50 ms | int8 seq/s | int8 speed-up")
+    assert "| 1.00 | 3200.0 | 2.00× |" in result["table"]  # 2L uniform KD, int8
+    with open(runs["root"] / "out" / "comparison.csv", newline="") as handle:
+        csv_rows = by_name(csv.DictReader(handle))
+    assert float(csv_rows["1L uniform KD"]["int8_speedup"]) == pytest.approx(4.0)
+    assert "int8 speed-up = the teacher's int8 p50" in (runs["root"] / "out" / "comparison.md").read_text()
+    assert (runs["root"] / "out" / "f1_vs_latency.png").stat().st_size > 1000
+    # without the teacher's int8 export, no int8 speed-up (never int8 against PyTorch)
+    (runs["teacher"] / "export" / "model.int8.onnx").unlink()
+    again = by_name(compare.compare([runs["teacher"], runs["sweep"]], runs["root"] / "again",
+                                    repeats=1, warmup=0)["rows"])
+    assert again["2L uniform KD"]["int8_p50_ms"] == 1.0 and again["2L uniform KD"]["int8_speedup"] is None
+    off = compare.compare([runs["teacher"], runs["sweep"]], runs["root"] / "off", repeats=1, warmup=0,
+                          exports=False)
+    assert len(fake.calls[-1]["models"]) == 4 and "int8 p50" not in off["table"]
 
 
 def test_teacher_from_student_record_and_dedupe(runs):

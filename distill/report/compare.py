@@ -39,8 +39,12 @@ from distill.report.table import machine_note, markdown_table, write_csv, write_
 
 
 def measure_latency(rows: list[dict], repeats: int, warmup: int, runtime: str | None,
-                    tokens: int = LATENCY_TOKENS, batch: int = THROUGHPUT_BATCH) -> list[str]:
-    """Fill p50/p95/throughput/runtime of ``rows`` in place (and speed-up). Returns notes."""
+                    tokens: int = LATENCY_TOKENS, batch: int = THROUGHPUT_BATCH,
+                    exports: bool = True) -> list[str]:
+    """Fill p50/p95/throughput/runtime of ``rows`` in place and, with ``exports`` (unless
+    ``runtime`` is already onnx-int8), ``int8_p50_ms``/``int8_throughput_per_s`` of the rows whose
+    run has an int8 export (``<run>/export/model.int8.onnx``), every model in one interleaved
+    measurement. Returns notes."""
     notes = []
     try:
         from distill.report.bench import load_bench_model, measure
@@ -53,32 +57,42 @@ def measure_latency(rows: list[dict], repeats: int, warmup: int, runtime: str | 
     for row in rows:
         if not row["checkpoint"]:
             row["note"] = join_notes(row["note"], "no checkpoint recorded: latency not measured")
+    # (row, spec, runtime, the row's keys for p50 and throughput)
+    wanted = [(row, row["checkpoint"], runtime, "p50_ms", "throughput_per_s") for row in todo]
+    if exports and runtime != "onnx-int8":
+        wanted += [(row, row["int8_export"], "onnx-int8", "int8_p50_ms", "int8_throughput_per_s")
+                   for row in rows if row.get("int8_export")]
     models, measured = [], []
-    for row in tqdm(todo, desc="loading models", unit="model", file=sys.stderr, leave=False):
-        if not Path(row["checkpoint"]).is_file():
+    for row, spec, kind, p50_key, rate_key in tqdm(wanted, desc="loading models", unit="model",
+                                                   file=sys.stderr, leave=False):
+        if p50_key == "p50_ms" and not Path(spec).is_file():
             row["note"] = join_notes(row["note"], "checkpoint missing: latency not measured")
-            warn(f"{row['checkpoint']}: checkpoint missing, latency not measured ({row['name']})")
+            warn(f"{spec}: checkpoint missing, latency not measured ({row['name']})")
             continue
         try:
-            models.append(load_bench_model(row["checkpoint"], runtime))
-            measured.append(row)
+            models.append(load_bench_model(spec, kind))
+            measured.append((row, p50_key, rate_key))
         except Exception as err:  # noqa: BLE001 - one bad checkpoint must not sink the table
             message = " ".join(str(err).split())[:200]
-            row["note"] = join_notes(row["note"], f"latency not measured: {message}")
-            warn(f"{row['checkpoint']}: cannot load for latency ({message})")
+            what = "latency" if p50_key == "p50_ms" else "int8 latency"
+            row["note"] = join_notes(row["note"], f"{what} not measured: {message}")
+            warn(f"{spec}: cannot load for {what} ({message})")
     if not models:
         return notes
     cases = [(1, tokens), (batch, tokens)]
     results = measure(models, cases, warmup=warmup, repeats=repeats, progress=True)
     for (b, t), per_model in zip(cases, _by_case(results, models, cases)):
-        for row, result in zip(measured, per_model):
+        for (row, p50_key, rate_key), result in zip(measured, per_model):
             if result is None:
                 continue
-            row["runtime"] = result.get("runtime")
+            if p50_key == "p50_ms":
+                row["runtime"] = result.get("runtime")
             if (b, t) == (1, tokens):
-                row["p50_ms"], row["p95_ms"] = result.get("p50_ms"), result.get("p95_ms")
+                row[p50_key] = result.get("p50_ms")
+                if p50_key == "p50_ms":
+                    row["p95_ms"] = result.get("p95_ms")
             else:
-                row["throughput_per_s"] = result.get("per_second")
+                row[rate_key] = result.get("per_second")
     return notes
 
 
@@ -120,7 +134,8 @@ def _by_case(results: list[dict], models: list, cases: list[tuple[int, int]]) ->
 
 
 def compare(paths: list[Path], output: Path | None = None, latency: bool = True,
-            repeats: int = 20, warmup: int = 3, runtime: str | None = None) -> dict:
+            repeats: int = 20, warmup: int = 3, runtime: str | None = None,
+            exports: bool = True) -> dict:
     """Build the comparison; returns {"rows" (one per run), "table_rows" (one per configuration:
     a group of seeds as its means), "groups" (those of them), "failed", "files", "table"}."""
     runs, failed = load_runs(paths)
@@ -135,7 +150,8 @@ def compare(paths: list[Path], output: Path | None = None, latency: bool = True,
     rows = build_rows(runs)
     notes = []
     if latency:
-        notes += measure_latency(rows, repeats=repeats, warmup=warmup, runtime=runtime)
+        notes += measure_latency(rows, repeats=repeats, warmup=warmup, runtime=runtime,
+                                 exports=exports)
     add_speedups(rows)
     add_kd_gains(rows)
     shown = table_rows(rows)
@@ -171,13 +187,14 @@ def compare(paths: list[Path], output: Path | None = None, latency: bool = True,
 def run(cfg: DictConfig) -> dict:
     """``python -m distill.compare runs=[...]``: :func:`compare` with the config's settings, then
     print the table, a line on failed runs (if any) and the files written."""
-    latency = cfg.get("latency")
-    if not isinstance(latency, bool):
-        raise CompareError(f"latency must be true or false, got {latency!r}")
+    latency, exports = cfg.get("latency"), cfg.get("exports", True)
+    for key, value in (("latency", latency), ("exports", exports)):
+        if not isinstance(value, bool):
+            raise CompareError(f"{key} must be true or false, got {value!r}")
     result = compare(run_folders(cfg), Path(str(cfg.output)) if cfg.get("output") else None,
                      latency=latency, repeats=_count(cfg, "repeats", 1),
                      warmup=_count(cfg, "warmup", 0),
-                     runtime=str(cfg.runtime) if cfg.get("runtime") else None)
+                     runtime=str(cfg.runtime) if cfg.get("runtime") else None, exports=exports)
     print(result["table"])
     if result["failed"]:
         print(f"\n{len(result['failed'])} failed or incomplete run(s): see "

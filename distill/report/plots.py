@@ -35,31 +35,48 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 def plot_f1_vs_latency(rows: list[dict], path: Path) -> bool:
-    """F1 vs p50 latency, one marker per model and the Pareto front; False when no row has both."""
+    """F1 vs p50 latency, one marker per model and the Pareto front; models whose int8 export was
+    timed (``int8_p50_ms``) get a second, hollow marker there, joined to the first, and the int8
+    points their own (dashed) front. False when no row has both F1 and a latency."""
     split = plot_split(rows)
-    rows = [r for r in rows if r["p50_ms"] is not None and r[f"{split}_f1"] is not None]
+    rows = [r for r in rows if r[f"{split}_f1"] is not None
+            and (r["p50_ms"] is not None or r.get("int8_p50_ms") is not None)]
     if not rows:
         return False
     plt = _pyplot()
-    points = [(r["p50_ms"], 100 * r[f"{split}_f1"]) for r in rows]
-    front = pareto_front(points)
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    for role, kd, marker, color, label in ((TEACHER, None, "*", "black", "teacher"),
-                                           (STUDENT, "KD", "o", "tab:blue", "student (KD)"),
-                                           (STUDENT, "none", "s", "tab:orange", "student (no KD)")):
-        sel = [i for i, r in enumerate(rows) if r["role"] == role and (kd is None or r["kd"] == kd)]
-        if sel:
-            ax.scatter([points[i][0] for i in sel], [points[i][1] for i in sel], marker=marker,
-                       s=160 if marker == "*" else 50, color=color, label=label, zorder=3)
-            _error_bars(ax, [rows[i] for i in sel], [points[i][0] for i in sel], split, color)
-    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:red",
-            linewidth=1.5, marker="o", markersize=12, markerfacecolor="none", zorder=2,
-            label="Pareto front")
-    for (x, y), row in zip(points, rows):
-        # a KD student and its no-KD twin sit at the same latency: label one above, one below
-        below = row["role"] == STUDENT and row["kd"] != "KD"
-        ax.annotate(row["name"], (x, y), textcoords="offset points", xytext=(5, -9 if below else 4),
-                    fontsize=7)
+    styles = ((TEACHER, None, "*", "black", "teacher"), (STUDENT, "KD", "o", "tab:blue", "student (KD)"),
+              (STUDENT, "none", "s", "tab:orange", "student (no KD)"))
+    int8 = any(r.get("int8_p50_ms") is not None for r in rows)
+    for key, runtime in (("p50_ms", "PyTorch" if int8 else None), ("int8_p50_ms", "int8 ONNX")):
+        shown = [r for r in rows if r.get(key) is not None]
+        if not shown:
+            continue
+        points = [(r[key], 100 * r[f"{split}_f1"]) for r in shown]
+        hollow = key != "p50_ms"
+        for role, kd, marker, color, label in styles:
+            sel = [i for i, r in enumerate(shown) if r["role"] == role and (kd is None or r["kd"] == kd)]
+            if sel:
+                ax.scatter([points[i][0] for i in sel], [points[i][1] for i in sel], marker=marker,
+                           s=160 if marker == "*" else 50, zorder=3,
+                           facecolors="none" if hollow else color, edgecolors=color,
+                           label=f"{label}, {runtime}" if runtime else label)
+                _error_bars(ax, [shown[i] for i in sel], [points[i][0] for i in sel], split, color)
+        front = pareto_front(points)
+        ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:red",
+                linewidth=1.5, linestyle="--" if hollow else "-", marker="o", markersize=12,
+                markerfacecolor="none", zorder=2,
+                label=f"Pareto front, {runtime}" if runtime else "Pareto front")
+        for (x, y), row in zip(points, shown):
+            if hollow and row["p50_ms"] is not None:
+                ax.plot([row["p50_ms"], x], [y, y], color="grey", linestyle=":", linewidth=0.8, zorder=1)
+                continue  # named at its PyTorch point
+            # a KD student and its no-KD twin sit at the same latency: label one above, one below
+            below = row["role"] == STUDENT and row["kd"] != "KD"
+            ax.annotate(row["name"], (x, y), textcoords="offset points",
+                        xytext=(5, -9 if below else 4), fontsize=7)
+    if int8:
+        ax.set_xscale("log")
     ax.margins(x=0.15, y=0.08)
     return _save(plt, fig, ax, path, f"CPU latency p50, batch 1 × {LATENCY_TOKENS} tokens (ms)",
                  f"{split} F1 (%)", f"{split} F1 vs CPU latency")

@@ -12,8 +12,9 @@ Runs alike but for their seed (:data:`SEED_KEY`, distinct known seeds) are one c
 :func:`seed_groups` finds them, :func:`table_rows` gives the table's rows, a group of several
 seeds as one row of means ± spread (half the range, (max − min) / 2: mean ± spread spans every
 seed's value) and :func:`add_kd_gains` compares the means (± the sum of both sides' half-ranges).
-Rows also hold keys outside :data:`COLUMNS`, not written to the CSV: ``model_name``, and
-``group`` (the group's name) on the runs of a group of several seeds.
+Rows also hold keys outside :data:`COLUMNS`, not written to the CSV: ``model_name``,
+``int8_export`` (the run's export folder with an int8 model, timed too) and ``group`` (the group's
+name) on the runs of a group of several seeds.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from distill.errors import DistillError
 METRICS = "metrics.json"
 ERROR_FILE = "error.txt"  # a failed job's one-line error
 BEST = "best.ckpt"
+EXPORT = "export"  # <run>/export: python -m distill.export ckpt=<run> quantize=int8
+INT8_FILE = "model.int8.onnx"  # distill.io.export_format.ONNX_FILES["onnx-int8"]
 TEACHER, STUDENT = "teacher", "student"
 PRUNING_ORDER = ("uniform", "bottom", "top", "explicit")
 LATENCY_TOKENS = 64
@@ -44,7 +47,8 @@ COLUMNS = [  # comparison.csv, in order
     "test_f1", "test_f1_spread", "dev_exact_match", "dev_exact_match_spread", "test_exact_match",
     "test_exact_match_spread", "retention_pct", "retention_pct_spread", "retention_split", "kd_gain",
     "kd_gain_spread", "kd_gain_split", "p50_ms", "p95_ms", "throughput_per_s", "speedup", "runtime",
-    "int8_f1_diff", "checkpoint", "teacher_checkpoint", "note",
+    "int8_f1_diff", "int8_p50_ms", "int8_throughput_per_s", "int8_speedup", "checkpoint",
+    "teacher_checkpoint", "note",
 ]
 # what makes runs one configuration trained with several seeds: the row but for its run folder,
 # checkpoint, seed and metrics
@@ -330,7 +334,7 @@ def retention(student: Run, teacher: Run | None) -> tuple[float | None, str | No
 def int8_f1_diff(run_dir: Path | None) -> float | None:
     """The int8 export's F1 minus the fp32 export's, in points, from ``<run>/export/parity.json``
     (``python -m distill.export ckpt=<run> quantize=int8``); None without one."""
-    path = Path(run_dir) / "export" / "parity.json" if run_dir is not None else None
+    path = Path(run_dir) / EXPORT / "parity.json" if run_dir is not None else None
     if path is None or not path.is_file():
         return None
     try:
@@ -339,6 +343,12 @@ def int8_f1_diff(run_dir: Path | None) -> float | None:
         warn(f"{path}: unreadable ({type(err).__name__}), int8 F1 not shown")
         return None
     return 100 * diff if is_number(diff) else None
+
+
+def int8_export(run_dir: Path | None) -> str | None:
+    """``<run>/export`` when it holds an int8 ONNX model (its latency is measured too)."""
+    folder = Path(run_dir) / EXPORT if run_dir is not None else None
+    return str(folder) if folder is not None and (folder / INT8_FILE).is_file() else None
 
 
 def build_rows(runs: list[Run]) -> list[dict]:
@@ -357,7 +367,8 @@ def build_rows(runs: list[Run]) -> list[dict]:
                    dev_f1=_f1(m, "dev"), test_f1=_f1(m, "test"),
                    dev_exact_match=_get(m, "dev", "exact_match"),
                    test_exact_match=_get(m, "test", "exact_match"),
-                   int8_f1_diff=int8_f1_diff(where), checkpoint=run.checkpoint, note=None)
+                   int8_f1_diff=int8_f1_diff(where), int8_export=int8_export(where),
+                   checkpoint=run.checkpoint, note=None)
         if run.role == TEACHER:
             row.update(depth=model.get("layers"), layers="all", pruning="", init="", kd="",
                        retention_pct=100.0, retention_split="test" if row["test_f1"] is not None else "dev")
@@ -485,7 +496,8 @@ def seed_row(members: list[dict]) -> dict:
         row["retention_pct"] = row["retention_pct_spread"] = None
     if row["role"] == TEACHER:
         row["retention_pct_spread"] = None  # 100 % by definition
-    for key in ("params", "p50_ms", "p95_ms", "throughput_per_s", "int8_f1_diff"):
+    for key in ("params", "p50_ms", "p95_ms", "throughput_per_s", "int8_f1_diff", "int8_p50_ms",
+                "int8_throughput_per_s"):
         values = [m[key] for m in members if is_number(m[key])]
         row[key] = sum(values) / len(values) if values else None
     if all(isinstance(m["params"], int) for m in members):
@@ -586,15 +598,17 @@ def add_kd_gains(rows: list[dict], runs: list[dict] | None = None) -> None:
 
 
 def add_speedups(rows: list[dict], runs: list[dict] | None = None) -> None:
-    """``speedup``: the teacher's p50 (from ``runs``, default ``rows``) / the row's p50."""
-    p50 = {r["checkpoint"]: r["p50_ms"] for r in (rows if runs is None else runs)
-           if r["role"] == TEACHER and r["checkpoint"]}
-    for row in rows:
-        if row["role"] == TEACHER:
-            row["speedup"] = 1.0 if row["p50_ms"] else None
-        else:
-            t = p50.get(row["teacher_checkpoint"])
-            row["speedup"] = t / row["p50_ms"] if t and row["p50_ms"] else None
+    """``speedup``: the teacher's p50 (from ``runs``, default ``rows``) / the row's p50;
+    ``int8_speedup`` the same with both int8 exports' p50 (the same runtime on both sides)."""
+    for p50_key, key in (("p50_ms", "speedup"), ("int8_p50_ms", "int8_speedup")):
+        p50 = {r["checkpoint"]: r.get(p50_key) for r in (rows if runs is None else runs)
+               if r["role"] == TEACHER and r["checkpoint"]}
+        for row in rows:
+            if row["role"] == TEACHER:
+                row[key] = 1.0 if row.get(p50_key) else None
+            else:
+                t = p50.get(row["teacher_checkpoint"])
+                row[key] = t / row[p50_key] if t and row.get(p50_key) else None
 
 
 # ----------------------------------------------------------------------------- helpers

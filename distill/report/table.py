@@ -72,11 +72,16 @@ MD_HEADER = ["model", "run", "seed", "role", "depth", "layers", "pruning", "init
              "seq/s (32×64)", "speed-up"]
 
 
+INT8_HEADER = ["int8 p50 ms", "int8 seq/s", "int8 speed-up"]
+
+
 def markdown_table(rows: list[dict]) -> str:
     """The table; an ``int8 ΔF1`` column (int8 export minus fp32, points) when any run has an
-    int8 export with a parity report."""
+    int8 export with a parity report, and int8 latency, throughput and speed-up columns when any
+    run's int8 export was timed."""
     int8 = any(r.get("int8_f1_diff") is not None for r in rows)
-    header = MD_HEADER + ["int8 ΔF1"] * int8
+    int8_speed = any(r.get("int8_p50_ms") is not None for r in rows)
+    header = MD_HEADER + ["int8 ΔF1"] * int8 + INT8_HEADER * int8_speed
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---" if i < 9 else "---:" for i in range(len(header))) + "|"]
     for r in rows:
@@ -96,6 +101,10 @@ def markdown_table(rows: list[dict]) -> str:
         ]
         if int8:
             cells.append("" if r.get("int8_f1_diff") is None else f"{r['int8_f1_diff']:+.2f}")
+        if int8_speed:
+            cells += ["" if r.get("int8_p50_ms") is None else f"{r['int8_p50_ms']:.2f}",
+                      "" if r.get("int8_throughput_per_s") is None else f"{r['int8_throughput_per_s']:.1f}",
+                      "" if r.get("int8_speedup") is None else f"{r['int8_speedup']:.2f}×"]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
@@ -152,6 +161,12 @@ def write_markdown(rows: list[dict], failed: list[Failed], path: Path, table: st
             f" the same inputs: p50 at batch 1 × {LATENCY_TOKENS} tokens; throughput in sequences/s"
             f" at batch {THROUGHPUT_BATCH} × {LATENCY_TOKENS} tokens; speed-up = teacher p50 /"
             f" student p50. {latency['machine']}")
+        if any(r.get("int8_p50_ms") is not None for r in rows):
+            parts.append(
+                "- int8 p50 / seq/s / speed-up: the run's int8 ONNX export (`<run>/export`, onnxruntime),"
+                " timed in the same interleaved measurement; int8 speed-up = the teacher's int8 p50 /"
+                " the student's int8 p50 (int8 on both sides; empty when the teacher has no int8"
+                " export).")
     else:
         parts.append("- Latency not measured (`--no-latency`).")
     parts += [f"- {n}" for n in notes]
