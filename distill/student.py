@@ -154,10 +154,12 @@ def train_student(cfg: DictConfig) -> dict:
                        datamodule.batch_size)
         if width:
             config = teacher.model.encoder.config
+            scored = (f"{width['importance_batches']} training batches, " if width["importance"] == "gradient"
+                      else "weights only, ")
             log.info("student width: %s heads of %d and %s FFN neurons of %d kept per layer, by %s "
-                     "importance (%d training batches, %.1f s); %.1f M parameters without the pruned heads",
+                     "importance (%s%.1f s); %.1f M parameters without the pruned heads",
                      width["heads"] or "all", config.num_attention_heads, width["ffn"] or "all",
-                     config.intermediate_size, width["importance"], width["importance_batches"],
+                     config.intermediate_size, width["importance"], scored,
                      time.perf_counter() - started, width["params"] / 1e6)
     if s.init == "pretrained":  # another encoder, with its own position limit and tokenizer
         check_max_length(datamodule.max_length, student.encoder.config,
