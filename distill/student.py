@@ -142,7 +142,7 @@ def train_student(cfg: DictConfig) -> dict:
     layers = select_layers(teacher_layers, s.depth, s.pruning,
                            OmegaConf.to_container(s.layers) if s.get("layers") is not None else None)
     student = build_student(teacher.model, layers, s.init, s.get("name_or_path"),
-                            vocab_size=len(teacher.tokenizer))
+                            vocab_size=len(teacher.tokenizer), pruning=s.pruning)
     width = {}
     if s.get("heads") is not None or s.get("ffn") is not None:  # width pruning (init=teacher)
         from distill.train.width import narrow
@@ -186,8 +186,12 @@ def train_student(cfg: DictConfig) -> dict:
         teacher_datamodule.read(labels=teacher.labels)
         teacher_datamodule.encode(teacher.tokenizer)
     hidden_map = layers if s.init == "teacher" else select_layers(teacher_layers, len(layers), "uniform")
-    log.info("student: %d of the teacher's %d layers %s (init=%s)", len(layers), teacher_layers,
-             layers, s.init)
+    if s.init == "teacher":
+        log.info("student: %d of the teacher's %d layers %s (init=teacher)", len(layers),
+                 teacher_layers, layers)
+    else:  # its layers are the pretrained or random encoder's own; hidden states pair with these
+        log.info("student: %d layers (init=%s), paired with the teacher's layers %s for hidden-state "
+                 "matching", len(layers), s.init, hidden_map)
 
     decode = {k: (v if v is not None else teacher.meta.get("decode", {}).get(k))
               for k, v in OmegaConf.to_container(cfg.decode, resolve=True).items()}

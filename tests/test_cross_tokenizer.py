@@ -130,3 +130,19 @@ def test_aligned_store_gives_the_live_aligned_kd(data, tiny_bert, tmp_path):
     kl_live = kd_softmax_kl(s, live, valid & paired, 1.0)
     kl_store = kd_softmax_kl(s, stored, valid & stored_paired, 1.0)
     assert torch.isfinite(kl_store) and torch.allclose(kl_store, kl_live, atol=1e-3)
+
+
+@pytest.mark.parametrize("pruning, kept", [("bottom", [0, 1]), ("top", [2, 3]), ("uniform", [1, 3])])
+def test_pretrained_student_keeps_the_layers_its_pruning_picks(tmp_path, pruning, kept):
+    """student.init=pretrained cuts the other encoder with student.pruning, like a teacher's
+    layers (bottom: its first k), not always evenly spaced."""
+    from distill.train.students import build_student
+
+    teacher = SpanNER(load_encoder(str(build_tiny_bert(tmp_path / "t", layers=2))), ["A", "B"])
+    other = build_tiny_bert(tmp_path / "o", layers=4, hidden=48)
+    full = load_encoder(str(other))
+    student = build_student(teacher, [0, 1], "pretrained", str(other), pruning=pruning)
+    layers = student.encoder.encoder.layer
+    assert len(layers) == 2 and student.encoder.config.num_hidden_layers == 2
+    for mine, k in zip(layers, kept):
+        assert torch.equal(mine.attention.self.query.weight, full.encoder.layer[k].attention.self.query.weight)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 
 from torch import nn
@@ -10,6 +11,8 @@ from torch import nn
 from distill.model.encoders import load_encoder
 from distill.errors import ConfigError
 from distill.model.span_ner import SpanNER, encoder_layers
+
+log = logging.getLogger("distill")
 
 PRUNING = ("uniform", "bottom", "top")
 INITS = ("teacher", "pretrained", "random")
@@ -57,12 +60,14 @@ def keep_layers(encoder: nn.Module, layers: list[int]) -> nn.Module:
 
 
 def build_student(teacher: SpanNER, layers: list[int], init: str = "teacher",
-                  name_or_path: str | None = None, vocab_size: int | None = None) -> SpanNER:
+                  name_or_path: str | None = None, vocab_size: int | None = None,
+                  pruning: str = "uniform") -> SpanNER:
     """A student SpanNER with ``len(layers)`` layers.
 
     ``teacher``: copy of the teacher's embeddings, the chosen layers and its head;
-    ``pretrained``: encoder ``name_or_path`` cut to the same number of layers (evenly spaced),
-    fresh head; ``random``: the teacher's architecture at the student depth, fresh weights."""
+    ``pretrained``: encoder ``name_or_path`` cut to the same number of layers, chosen among its own
+    by ``pruning`` (:func:`select_layers`), fresh head; ``random``: the teacher's architecture at
+    the student depth, fresh weights."""
     head = dict(teacher.head_config)
     if init == "teacher":
         student = copy.deepcopy(teacher)
@@ -76,7 +81,10 @@ def build_student(teacher: SpanNER, layers: list[int], init: str = "teacher",
         # differ, distils over character-aligned spans.
         encoder = load_encoder(name_or_path)
         depth = len(layers)
-        keep_layers(encoder, select_layers(len(encoder_layers(encoder)), depth, "uniform"))
+        own = select_layers(len(encoder_layers(encoder)), depth, pruning)
+        log.info("student encoder: %s, %d of its %d layers %s (student.pruning=%s)", name_or_path,
+                 depth, len(encoder_layers(encoder)), own, pruning)
+        keep_layers(encoder, own)
         return SpanNER(encoder, teacher.labels, **head)
     if init == "random":
         from transformers import AutoModel
