@@ -492,3 +492,33 @@ def test_a_teacher_its_gold_only_student_beats_on_dev_is_flagged(runs, capsys):
     assert "teacher 4L may be undertrained: 2L bottom no-KD" in text
     assert f"{100 * (TEACHER_DEV + 0.01):.2f} dev F1 against its {100 * TEACHER_DEV:.2f}" in text
     assert "may be undertrained" in capsys.readouterr().err
+
+
+def test_width_pruned_students_are_their_own_configurations(runs):
+    """Narrow students (student.heads / student.ffn) are named by their width, their KD gain is
+    against the narrow student of the same width trained without KD (not the full-width one), and
+    two importances of one width are two configurations, not two seeds of one."""
+    sweep = runs["root"] / "narrow"
+    for job, alpha, dev, test, seed, width in (
+            ("full_none", 0.0, 0.80, 0.76, 1, None), ("full_none42", 0.0, 0.80, 0.76, 42, None),
+            ("h1_kd", 0.5, 0.78, 0.70, 1, {"heads": 1, "ffn": 16, "importance": "gradient"}),
+            ("h1_kd42", 0.5, 0.78, 0.72, 42, {"heads": 1, "ffn": 16, "importance": "gradient"}),
+            ("h1_none", 0.0, 0.70, 0.66, 1, {"heads": 1, "ffn": 16, "importance": "gradient"}),
+            ("h1_none42", 0.0, 0.70, 0.66, 42, {"heads": 1, "ffn": 16, "importance": "gradient"}),
+            ("h1_mag", 0.0, 0.60, 0.50, 1, {"heads": 1, "ffn": 16, "importance": "magnitude"}),
+            ("h1_mag42", 0.0, 0.60, 0.52, 42, {"heads": 1, "ffn": 16, "importance": "magnitude"})):
+        folder = seeded_student(sweep / job, runs["ckpt"], alpha, dev, test, seed)
+        if width:
+            m = json.loads((folder / "metrics.json").read_text())
+            m["student"].update(width)
+            (folder / "metrics.json").write_text(json.dumps(m))
+    result = compare.compare([runs["teacher"], sweep], sweep, latency=False)
+    shown = by_name(result["table_rows"])
+    assert set(shown) == {"teacher 4L", "3L uniform no-KD", "3L uniform h1 ffn16 KD",
+                          "3L uniform h1 ffn16 no-KD", "3L uniform h1 ffn16 magnitude no-KD"}
+    assert shown["3L uniform h1 ffn16 KD"]["kd_gain"] == pytest.approx(100 * (0.71 - 0.66))
+    assert shown["3L uniform h1 ffn16 magnitude no-KD"]["seeds"] == "1;42"
+    with open(sweep / "comparison.csv", newline="") as handle:
+        widths = {r["name"]: r["width"] for r in csv.DictReader(handle)}
+    assert widths["3L uniform h1 ffn16 magnitude no-KD"] == "h1 ffn16 magnitude"
+    assert widths["3L uniform no-KD"] == ""

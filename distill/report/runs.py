@@ -42,7 +42,7 @@ THROUGHPUT_BATCH = 32
 
 COLUMNS = [  # comparison.csv, in order
     "name", "run", "seed", "seeds", "role", "data", "extra_train", "unlabeled", "transfer_documents", "depth",
-    "layers", "pruning", "init", "kd", "kd_labels", "kd_alpha", "kd_temperature", "kd_loss", "kd_beta", "epochs",
+    "layers", "pruning", "width", "init", "kd", "kd_labels", "kd_alpha", "kd_temperature", "kd_loss", "kd_beta", "epochs",
     "params", "dev_f1", "dev_f1_spread",
     "test_f1", "test_f1_spread", "dev_exact_match", "dev_exact_match_spread", "test_exact_match",
     "test_exact_match_spread", "retention_pct", "retention_pct_spread", "retention_split", "kd_gain",
@@ -52,7 +52,7 @@ COLUMNS = [  # comparison.csv, in order
 ]
 # what makes runs one configuration trained with several seeds: the row but for its run folder,
 # checkpoint, seed and metrics
-SEED_KEY = ("role", "model_name", "teacher_checkpoint", "depth", "layers", "pruning", "init", "kd",
+SEED_KEY = ("role", "model_name", "teacher_checkpoint", "depth", "layers", "pruning", "width", "init", "kd",
             "kd_labels", "kd_alpha", "kd_temperature", "kd_loss", "kd_beta", "data", "extra_train",
             "unlabeled", "transfer_documents", "epochs")
 # the metrics a group of seeds shows as mean ± spread (a ``<key>_spread`` column each)
@@ -379,7 +379,7 @@ def build_rows(runs: list[Run]) -> list[dict]:
             layers = s.get("layers")
             row.update(depth=s.get("depth", model.get("layers")),
                        layers=",".join(str(i) for i in layers) if isinstance(layers, list) else layers,
-                       pruning=s.get("pruning"), init=s.get("init"),
+                       pruning=s.get("pruning"), width=width_text(s), init=s.get("init"),
                        kd="KD" if kd_used(kd) else "none", kd_labels=kd_labels(kd),
                        kd_alpha=kd.get("alpha"),
                        kd_temperature=kd.get("temperature"), kd_loss=kd.get("loss"),
@@ -389,6 +389,19 @@ def build_rows(runs: list[Run]) -> list[dict]:
         run.row = row
     name_rows([r.row for r in runs])
     return [r.row for r in sort_runs(runs)]
+
+
+def width_text(student: dict) -> str | None:
+    """A width-pruned student's heads and FFN neurons kept per layer (``student.heads``,
+    ``student.ffn``) and, when not by gradient, the importance that chose them: ``h6 ffn768``;
+    None for a student of full width."""
+    heads, ffn = student.get("heads"), student.get("ffn")
+    if heads is None and ffn is None:
+        return None
+    text = " ".join(part for part in (f"h{heads}" if heads is not None else "",
+                                      f"ffn{ffn}" if ffn is not None else "") if part)
+    importance = student.get("importance")
+    return text + (f" {importance}" if importance not in (None, "gradient") else "")
 
 
 def name_rows(rows: list[dict]) -> None:
@@ -421,7 +434,8 @@ def _base_name(row: dict) -> str:
     if row["role"] == TEACHER:
         name = f"teacher {row['depth']}L" if row["depth"] is not None else "teacher"
     else:
-        name = f"{row['depth']}L {row['pruning']} {'KD' if row['kd'] == 'KD' else 'no-KD'}"
+        name = (f"{row['depth']}L {row['pruning']}" + (f" {row['width']}" if row.get("width") else "")
+                + f" {'KD' if row['kd'] == 'KD' else 'no-KD'}")
         if row["kd_labels"] in ("hard", "soft+hard"):
             name += f" {row['kd_labels']}"
         if row["init"] not in (None, "teacher"):
@@ -554,8 +568,9 @@ def sort_runs(runs: list[Run]) -> list[Run]:
 
 def student_key(row: dict) -> tuple:
     """What makes two students the same student but for how they learnt: teacher, gold training
-    data, kept layers and init."""
-    return (row["teacher_checkpoint"], row["data"], row["extra_train"], row["layers"], row["init"])
+    data, kept layers, width and init."""
+    return (row["teacher_checkpoint"], row["data"], row["extra_train"], row["layers"], row.get("width"),
+            row["init"])
 
 
 def no_kd_baselines(rows: list[dict]) -> dict[tuple, list[dict]]:
