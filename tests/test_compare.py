@@ -510,7 +510,7 @@ def test_width_pruned_students_are_their_own_configurations(runs):
         folder = seeded_student(sweep / job, runs["ckpt"], alpha, dev, test, seed)
         if width:
             m = json.loads((folder / "metrics.json").read_text())
-            m["student"].update(width)
+            m["student"].update(width, params=123_000)
             (folder / "metrics.json").write_text(json.dumps(m))
     result = compare.compare([runs["teacher"], sweep], sweep, latency=False)
     shown = by_name(result["table_rows"])
@@ -518,6 +518,8 @@ def test_width_pruned_students_are_their_own_configurations(runs):
                           "3L uniform h1 ffn16 no-KD", "3L uniform h1 ffn16 magnitude no-KD"}
     assert shown["3L uniform h1 ffn16 KD"]["kd_gain"] == pytest.approx(100 * (0.71 - 0.66))
     assert shown["3L uniform h1 ffn16 magnitude no-KD"]["seeds"] == "1;42"
+    # parameters without the zeroed heads (student.params), not the checkpoint's tensor sizes
+    assert shown["3L uniform h1 ffn16 KD"]["params"] == 123_000 and shown["3L uniform no-KD"]["params"] == 750_000
     with open(sweep / "comparison.csv", newline="") as handle:
         widths = {r["name"]: r["width"] for r in csv.DictReader(handle)}
     assert widths["3L uniform h1 ffn16 magnitude no-KD"] == "h1 ffn16 magnitude"

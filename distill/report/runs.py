@@ -361,7 +361,9 @@ def build_rows(runs: list[Run]) -> list[dict]:
         extra_train, unlabeled = run.training_extras
         row.update(role=run.role, run=display_path(where), seed=run.seed, model_name=model.get("name"),
                    epochs=(m.get("train") or {}).get("epochs"),
-                   data=(m.get("data") or {}).get("name"), params=model.get("params"),
+                   data=(m.get("data") or {}).get("name"),
+                   # a width-pruned student: its parameters without the zeroed (pruned) heads
+                   params=(m.get("student") or {}).get("params") or model.get("params"),
                    extra_train=extra_train, unlabeled=unlabeled,
                    transfer_documents=transfer_documents(m) if unlabeled else None,
                    dev_f1=_f1(m, "dev"), test_f1=_f1(m, "test"),
