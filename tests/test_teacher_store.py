@@ -3,6 +3,7 @@ ranks, read in the DataLoader's collate (workers too), and small in RAM however 
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,7 +155,7 @@ def test_reading_a_store_of_20k_windows_stays_small_in_ram(tiny_bert, tmp_path):
 def anonymous_rss() -> int:
     """Bytes of this process's resident anonymous memory (Linux: RssAnon in /proc/self/status)."""
     try:
-        status = open("/proc/self/status").read()
+        status = Path("/proc/self/status").read_text()
     except OSError:
         pytest.skip("needs /proc/self/status (Linux)")
     for line in status.splitlines():
