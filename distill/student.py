@@ -1,12 +1,14 @@
 """``python -m distill.student teacher=<ckpt>``: distill a teacher into a layer-pruned student.
 
 The data config, tokenizer and label set come from the teacher checkpoint unless overridden
-(``data=<name>`` or ``data.<key>=...``); the teacher's metrics are measured in this run on the
-same evaluation data, so retention compares like with like.
+(``data=<name>`` or ``data.<key>=...``); the teacher's metrics are measured on the same
+evaluation data, so retention compares like with like (once per teacher and evaluation data while
+``kd.cache`` is true: later students read them from ``kd.cache_dir``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -26,7 +28,7 @@ from distill.errors import ConfigError
 from distill.io.atomic import write_atomic
 from distill.model.encoders import check_max_length
 from distill.train.alignment import CharAlignment, same_tokenization
-from distill.train.kd_cache import TeacherCache
+from distill.train.kd_cache import TeacherCache, eval_key
 from distill.model.span_ner import encoder_layers
 from distill.train.module import NERModule
 from distill.train.students import build_student, select_layers
@@ -93,9 +95,24 @@ def this_rank_device(accelerator: str) -> int | list[int]:
 
 def evaluate_teacher(cfg: DictConfig, teacher: LoadedModel, datamodule: NERDataModule,
                      decode: dict) -> dict:
-    """Dev/test metrics of the teacher on this run's evaluation data."""
+    """Dev/test metrics of the teacher on this run's evaluation data. With ``kd.cache`` they are
+    measured once per (teacher weights, evaluation documents and windows, decoding, device) and
+    kept in ``kd.cache_dir`` next to the teacher-logit stores: a sweep of students evaluates its
+    teacher once (``from_cache`` says which)."""
     module = NERModule(teacher.model, teacher.tokenizer, datamodule.config(), {}, decode)
     accelerator = cfg.trainer.get("accelerator", "cpu")
+    report = {"checkpoint": str(teacher.path.resolve()),
+              "model": model_summary(module, teacher.meta.get("info", {}).get("model", "teacher"))}
+    path = None
+    if cfg.kd.get("cache"):
+        splits = {s: datamodule.splits[s] for s in ("dev", "test") if s in datamodule.splits}
+        settings = {"decode": decode, "accelerator": accelerator, "labels": list(teacher.labels),
+                    "batch_size": datamodule.eval_batch_size}
+        path = Path(cfg.kd.cache_dir) / f"{eval_key(teacher.model, splits, settings)}.teacher_eval.json"
+        if path.is_file():
+            log.info("teacher metrics on this evaluation data: %s (measured by an earlier run; "
+                     "kd.cache=false measures them again)", path)
+            return {**report, **json.loads(path.read_text(encoding="utf-8")), "from_cache": True}
     trainer = pl.Trainer(accelerator=accelerator, devices=this_rank_device(accelerator),
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False)
@@ -103,9 +120,9 @@ def evaluate_teacher(cfg: DictConfig, teacher: LoadedModel, datamodule: NERDataM
     if "test" in datamodule.splits:
         trainer.test(module, datamodule=datamodule, verbose=False)
     teacher.model.eval()
-    return {"checkpoint": str(teacher.path.resolve()),
-            "model": model_summary(module, teacher.meta.get("info", {}).get("model", "teacher")),
-            **module.reports}
+    if path is not None:
+        write_atomic(path, lambda h: json.dump(module.reports, h, indent=1))
+    return {**report, **module.reports, "from_cache": False}
 
 
 def learns_from_teacher_labels(kd) -> bool:

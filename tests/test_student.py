@@ -165,6 +165,34 @@ def test_student_cli_end_to_end(teacher4_run, tmp_path):
     assert list((tmp_path / "cache").glob("*.store"))
 
 
+def test_teacher_metrics_are_measured_once_per_evaluation_data(teacher4_run, tmp_path):
+    cache = tmp_path / "cache"
+    common = (f"teacher={teacher4_run}", "student.depth=2", "trainer=fast_dev_run",
+              f"kd.cache_dir={cache}")
+
+    def student(name, *overrides):
+        run_cli("distill.student", *common, *overrides, f"hydra.run.dir={tmp_path / name}")
+        return json.loads((tmp_path / name / "metrics.json").read_text())["teacher"]
+
+    first = student("a", "data.limit_eval=16")
+    assert first["from_cache"] is False
+    [entry] = cache.glob("*.teacher_eval.json")
+    assert json.loads(entry.read_text())["dev"] == first["dev"]
+    # A later student on the same evaluation data reads the entry (kd=none too) ...
+    again = json.loads(entry.read_text())
+    again["dev"]["f1"] = 0.123  # a value no evaluation gave: proves the entry is what is read
+    entry.write_text(json.dumps(again))
+    second = student("b", "data.limit_eval=16", "kd=none")
+    assert second["from_cache"] is True and second["dev"]["f1"] == 0.123
+    assert second["test"] == first["test"] and second["checkpoint"] == first["checkpoint"]
+    # ... other evaluation data is measured again, and kd.cache=false never reads an entry.
+    third = student("c", "data.limit_eval=8")
+    assert third["from_cache"] is False and third["dev"]["documents"] == 8
+    assert len(list(cache.glob("*.teacher_eval.json"))) == 2
+    fourth = student("d", "data.limit_eval=16", "kd.cache=false")
+    assert fourth["from_cache"] is False and fourth["dev"] == first["dev"]
+
+
 @pytest.mark.parametrize("overrides, message", [
     ([], "teacher: required"),
     (["teacher=/nonexistent/best.ckpt"], "no such checkpoint"),

@@ -72,6 +72,23 @@ def cache_key(teacher: SpanNER | str | os.PathLike, dataset, alignment=None) -> 
     return digest.hexdigest()[:24]
 
 
+def eval_key(teacher: SpanNER, splits: dict, settings: dict) -> str:
+    """The cache entry of a teacher's dev/test metrics: its weights, the evaluation documents
+    (text and gold entities) and windows of each split in ``splits`` (name -> ``Split``), and
+    ``settings`` (decoding, device, batch size: whatever else the metrics depend on)."""
+    digest = hashlib.sha256()
+    model_digest(teacher, digest)
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for name in sorted(splits):
+        digest.update(f"split:{name}".encode())
+        for doc in splits[name].docs:
+            digest.update(repr((doc.text, doc.entities)).encode())
+        for window in splits[name].windows:
+            digest.update(repr((window.doc_index, window.input_ids, window.offsets,
+                                window.content)).encode())
+    return digest.hexdigest()[:24]
+
+
 FORMAT = "distill-teacher-store/1"
 META = "meta.json"
 
