@@ -74,7 +74,9 @@ def test_ddp_student_builds_the_teacher_cache_once(teacher_ddp, tmp_path):
     run_dir, cache = tmp_path / "student", tmp_path / "cache"
     run("distill.student", f"teacher={teacher_dir}", "student.depth=1", *DATA, *DDP,
         f"kd.cache_dir={cache}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert len(list(cache.iterdir())) == 1  # one store, its chunks labelled by the ranks
+    assert len(list(cache.glob("*.store"))) == 1  # one store, its chunks labelled by the ranks
+    assert len(list(cache.glob("*.teacher_eval.json"))) == 1  # and one entry of the teacher's metrics
+    assert len(list(cache.iterdir())) == 2
     assert "teacher logits cached" in (run_dir / "student.log").read_text()
     assert "teacher logits cached" not in (run_dir / "train_ddp_process_1.log").read_text()
     metrics = json.loads((run_dir / "metrics.json").read_text())
