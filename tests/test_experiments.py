@@ -25,6 +25,9 @@ STUDY_VARIANTS = ("_lowlabel",)
 # <dataset>_reuters_students: the dataset's own teacher, its students distilled with transfer text
 # (the file the recipe's tool writes) -- a student experiment with no teacher experiment of its own
 TRANSFER_VARIANTS = ("_reuters",)
+# <dataset>_<encoder>_narrow_students: students of that teacher with another, narrower encoder
+# (student.init=pretrained) and transfer text -- also without a teacher experiment of its own
+NARROW_VARIANTS = ("_narrow",)
 
 
 def dataset_of(experiment: str) -> str:
@@ -88,7 +91,7 @@ def test_teacher_experiment_points_at_existing_files(name):
 def test_student_experiment_composes(name):
     dataset = name.removesuffix("_students")
     teacher = dataset
-    for variant in TRANSFER_VARIANTS:
+    for variant in TRANSFER_VARIANTS + NARROW_VARIANTS:
         teacher = teacher.removesuffix(variant)
     teacher_cfg = compose_cfg("teacher", [f"+experiment={teacher}"])
     cfg = compose_cfg("student", [f"+experiment={name}"])
@@ -99,6 +102,12 @@ def test_student_experiment_composes(name):
     assert 0 < cfg.trainer.max_epochs <= teacher_cfg.trainer.max_epochs  # students train no longer than their teacher
     if any(variant in dataset for variant in STUDY_VARIANTS):  # e.g. conll2003_lowlabel_mpnet
         assert cfg.data.unlabeled is None and cfg.student.depth == 4  # the text is a run's choice
+    elif dataset.endswith(NARROW_VARIANTS):
+        assert cfg.student.init == "pretrained" and cfg.student.name_or_path
+        assert cfg.data.unlabeled and cfg.data.limit_unlabeled > 0
+        gold = compose_cfg("student", [f"+experiment={name}", "kd=none", "data.unlabeled=null"])
+        assert gold.data.unlabeled is None and gold.kd.alpha == 0.0
+        assert gold.student.name_or_path == cfg.student.name_or_path  # the twin is the same encoder
     elif dataset.endswith(TRANSFER_VARIANTS):
         assert cfg.data.unlabeled and cfg.data.limit_unlabeled > 0 and cfg.student.depth == 2
         # its gold-only twin, as the config's comment writes it, reads no transfer text
