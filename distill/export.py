@@ -17,7 +17,7 @@ def main(cfg: DictConfig) -> None:
                      quantize=cfg.get("quantize"), shape=cfg.get("shape"),
                      parity_docs=int(cfg.parity_docs), atol=float(cfg.atol), opset=int(cfg.opset),
                      threads=cfg.get("threads"), optimize=cfg.get("optimize") or "int8",
-                     reduce_range=bool(cfg.get("reduce_range")),
+                     reduce_range=cfg.get("reduce_range", "auto"),
                      int8_embeddings=bool(cfg.get("int8_embeddings")),
                      attention=cfg.get("attention") or "plain")
     print(f"exported to {summary['output']}", flush=True)

@@ -169,7 +169,7 @@ def test_export_fails_on_parity_mismatch_and_writes_nothing(onnx_dir, tiny_teach
 def test_int8_falls_back_to_the_plain_graph_with_a_warning(onnx_dir, tmp_path, monkeypatch, caplog):
     import onnxruntime.transformers.optimizer as optimizer
 
-    from distill.deploy.export import fused_int8
+    from distill.deploy.export import Int8Options, fused_int8
 
     def broken(*args, **kwargs):
         raise RuntimeError("pattern not understood")
@@ -177,7 +177,7 @@ def test_int8_falls_back_to_the_plain_graph_with_a_warning(onnx_dir, tmp_path, m
     monkeypatch.setattr(optimizer, "optimize_model", broken)
     target = tmp_path / "model.int8.onnx"
     with caplog.at_level("WARNING", logger="distill"):
-        assert fused_int8(onnx_dir / "model.onnx", target, config=None) is None
+        assert fused_int8(onnx_dir / "model.onnx", {target: Int8Options()}, config=None) is None
     assert "graph fusion skipped (RuntimeError: pattern not understood)" in caplog.text
     assert target.is_file() and not list(tmp_path.glob("*.tmp.onnx"))
 
@@ -225,6 +225,52 @@ def test_tiny_mpnet_fuses_without_bert_embeddings(tmp_path):
     assert report["onnx-int8"]["max_abs_diff"] < 0.2, report["onnx-int8"]["max_abs_diff"]
 
 
+def test_choose_int8_ranks_f1_then_logit_difference_then_full_range():
+    from distill.deploy.export import choose_int8
+
+    full, reduced = "onnx-int8 (full range)", "onnx-int8 (reduce_range)"
+    pick = lambda a, b: choose_int8({full: a, reduced: b}, [full, reduced])  # noqa: E731
+    assert pick({"f1": 0.0, "max_abs_diff": 38.0}, {"f1": 0.94, "max_abs_diff": 4.2}) == reduced
+    assert pick({"f1": 0.95, "max_abs_diff": 4.0}, {"f1": 0.94, "max_abs_diff": 1.0}) == full
+    assert pick({"f1": 0.9, "max_abs_diff": 2.0}, {"f1": 0.9, "max_abs_diff": 1.0}) == reduced
+    assert pick({"max_abs_diff": 0.3}, {"max_abs_diff": 0.03}) == reduced  # shape exports: no F1
+    assert pick({"f1": None, "max_abs_diff": 1.0}, {"f1": None, "max_abs_diff": 1.0}) == full
+
+
+def test_reduce_range_auto_keeps_the_candidate_that_matches_pytorch(tiny_teacher_ckpt, tmp_path, monkeypatch):
+    """A full-range int8 model that decodes nothing (trained MPNet students on a CPU without VNNI
+    did: F1 0) is not the one kept: here the 7-bit candidate is made exact (the fp32 graph) and
+    the full-range one real int8; auto must keep the exact one, drop the other, and say so."""
+    import shutil
+
+    import distill.deploy.export as ex
+
+    real = ex.quantize_int8
+
+    def fake(source, target, options=ex.Int8Options(), attention=False):
+        if options.reduce_range:
+            shutil.copyfile(source, target)
+        else:
+            real(source, target, options, attention)
+
+    monkeypatch.setattr(ex, "quantize_int8", fake)
+    out = tmp_path / "export"
+    summary = ex.export(ckpt=str(tiny_teacher_ckpt), output=str(out), quantize="int8", parity_docs=30)
+    assert summary["onnx-int8"]["reduce_range"] is True and summary["onnx-int8"]["max_abs_diff"] < 1e-4
+    tried = summary["onnx-int8"]["reduce_range_auto"]
+    assert tried["full range"]["max_abs_diff"] > tried["reduce_range"]["max_abs_diff"]
+    meta = json.loads((out / META_FILE).read_text())
+    assert meta["onnx"]["int8"]["reduce_range"] is True and meta["onnx"]["int8"]["reduce_range_auto"] == tried
+    assert sorted(p.name for p in out.glob("*.onnx")) == ["model.int8.onnx", "model.onnx"]
+    # the kept file is the exact one: no quantized matmul in it
+    ops = {n.op_type for n in __import__("onnx").load(out / "model.int8.onnx").graph.node}
+    assert "DynamicQuantizeLinear" not in ops and "MatMulInteger" not in ops
+    # reduce_range=false keeps full range whatever it scores
+    summary = ex.export(ckpt=str(tiny_teacher_ckpt), output=str(tmp_path / "full"), quantize="int8",
+                        parity_docs=30, reduce_range=False)
+    assert summary["onnx-int8"]["reduce_range"] is False and "reduce_range_auto" not in summary["onnx-int8"]
+
+
 def test_int8_weights_have_one_scale_per_output_channel(onnx_dir):
     """Per-channel weight scales (one per output column of every quantized weight matrix): one
     scale per matrix lost 2.6 dev F1 on a CoNLL teacher. The choice is written to distill.json."""
@@ -242,7 +288,15 @@ def test_int8_weights_have_one_scale_per_output_channel(onnx_dir):
         assert scale.size == w.shape[-1] > 1, (base, scale.shape, w.shape)
     meta = json.loads((onnx_dir / META_FILE).read_text())
     assert "per output channel" in meta["onnx"]["int8"]["quantization"]
-    assert meta["onnx"]["int8"]["reduce_range"] is False  # the default: full-range weights
+    # the default (reduce_range=auto) quantized both ways and kept the one its parity scored best
+    int8 = meta["onnx"]["int8"]
+    tried = int8["reduce_range_auto"]
+    assert set(tried) == {"full range", "reduce_range"}
+    rank = {k: (-v.get("f1", 0.0), v["max_abs_diff"], k != "full range") for k, v in tried.items()}
+    assert ("reduce_range" if int8["reduce_range"] else "full range") == min(rank, key=rank.get)
+    parity = json.loads((onnx_dir / "parity.json").read_text())["onnx-int8"]
+    kept = tried["reduce_range" if int8["reduce_range"] else "full range"]
+    assert parity["reduce_range"] is int8["reduce_range"] and parity["max_abs_diff"] == pytest.approx(kept["max_abs_diff"])
     # the default keeps the embedding tables fp32
     assert meta["onnx"]["int8"]["embeddings"] == "fp32"
     gathers = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits]
@@ -313,3 +367,21 @@ def test_fused_attention_refuses_what_it_cannot_fuse(tmp_path):
         export_onnx_fused_attention(model, tmp_path / "m.onnx")
     with pytest.raises(ConfigError, match="attention="):
         export(shape="bert-1x64", output=str(tmp_path / "x"), attention="nope")
+
+
+def test_full_range_int8_checked_with_vnni_warns_on_a_cpu_without(monkeypatch, caplog, tmp_path):
+    import distill.deploy.runners as runners
+
+    def meta(**int8):
+        return {"onnx": {"int8": int8}}
+
+    for lacks, int8, warned in [(True, dict(reduce_range=False, checked_without_vnni=False), True),
+                                (True, dict(reduce_range=False), True),  # exports from before the field
+                                (True, dict(reduce_range=False, checked_without_vnni=True), False),
+                                (True, dict(reduce_range=True, checked_without_vnni=False), False),
+                                (False, dict(reduce_range=False, checked_without_vnni=False), False)]:
+        monkeypatch.setattr(runners, "cpu_lacks_vnni", lambda lacks=lacks: lacks)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="distill"):
+            runners.warn_full_range_int8(tmp_path, meta(**int8))
+        assert ("no VNNI" in caplog.text) is warned, (lacks, int8)

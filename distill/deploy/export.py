@@ -45,7 +45,7 @@ import torch
 from distill.deploy.parity import (BUILTIN_TEXTS, ParityError, as_numpy, check_parity, parity_texts,
                                    print_parity, synthetic_parity)
 from distill.deploy.predict import Predictor
-from distill.deploy.runners import OnnxRunner, TorchRunner
+from distill.deploy.runners import OnnxRunner, TorchRunner, cpu_lacks_vnni
 from distill.errors import CheckpointError, ConfigError, DistillError
 from distill.io.atomic import staged_folder, write_json_atomic
 from distill.io.checkpoint import LoadedModel
@@ -332,7 +332,10 @@ class Int8Options:
 
     ``reduce_range``: 7-bit weights, for x86 CPUs without VNNI (AVX2 only), where onnxruntime's
     u8×s8 kernels can saturate the pair sums of full-range weights (a tiny random MPNet's int8
-    logits 0.33 off there, 0.03 with it; on that teacher it cost 0.11 F1 more on the same CPU).
+    logits 0.33 off there, 0.03 with it; on a MiniLM teacher it cost 0.11 F1 more on the same
+    CPU; on trained 12- and 4-layer MPNet students full range gave no entity at all). The export's
+    ``reduce_range=auto`` (the default) quantizes both ways and keeps the one its parity check
+    scores best (:func:`choose_int8`).
     ``embeddings``: quantize the embedding tables too (one scale per table): the file shrinks
     (that teacher: 59 → 23 MB) and F1 drops (−0.18 → −0.35); they stay fp32 by default, as fast."""
 
@@ -344,6 +347,31 @@ class Int8Options:
                                 + ("reduce_range (7-bit weights)" if self.reduce_range else "full range")
                                 + (", embeddings int8" if self.embeddings else ", embeddings fp32"),
                 "reduce_range": self.reduce_range, "embeddings": "int8" if self.embeddings else "fp32"}
+
+
+def int8_candidates(reduce_range, embeddings: bool = False) -> list[Int8Options]:
+    """The int8 variants an export quantizes: ``reduce_range`` auto (both, full range first) or
+    true/false (that one)."""
+    if reduce_range is None or str(reduce_range).lower() == "auto":
+        return [Int8Options(False, embeddings), Int8Options(True, embeddings)]
+    if isinstance(reduce_range, bool) or str(reduce_range).lower() in ("true", "false"):
+        return [Int8Options(str(reduce_range).lower() == "true", embeddings)]
+    raise ConfigError(f"reduce_range={reduce_range!r}: expected auto, true or false")
+
+
+def int8_label(options: Int8Options) -> str:
+    return "reduce_range" if options.reduce_range else "full range"
+
+
+def choose_int8(report: dict, names: list[str]) -> str:
+    """The int8 candidate (runner name in ``report``) to keep: the highest F1 on the parity
+    documents, then the smallest max |logit difference| from PyTorch (all a shape export or a
+    text without gold has), then the first (full range)."""
+    def rank(item):
+        k, name = item
+        f1 = report[name].get("f1")
+        return (-(f1 if f1 is not None else 0.0), report[name]["max_abs_diff"], k)
+    return min(enumerate(names), key=rank)[1]
 
 
 def quantize_int8(source: Path, target: Path, options: Int8Options = Int8Options(),
@@ -433,13 +461,16 @@ def export_onnx_fused_attention(model, file: Path, opset: int = 18) -> dict:
     return counts
 
 
-def fused_int8(source: Path, target: Path, config, options: Int8Options = Int8Options()) -> dict | None:
-    """Fuse (:func:`fuse_transformer_ops`) into a temporary file next to ``target``, quantize that
-    into ``target``; returns the fused-op counts (None: quantized unfused)."""
-    fused_file = target.with_name(target.stem + ".fused.tmp.onnx")
+def fused_int8(source: Path, targets: dict, config) -> dict | None:
+    """Fuse (:func:`fuse_transformer_ops`) into a temporary file next to the targets, quantize
+    that into each target (path -> :class:`Int8Options`); returns the fused-op counts (None:
+    quantized unfused)."""
+    first = next(iter(targets))
+    fused_file = first.with_name(first.stem + ".fused.tmp.onnx")
     try:
         counts = fuse_transformer_ops(source, fused_file, config)
-        quantize_int8(fused_file if counts is not None else source, target, options)
+        for target, options in targets.items():
+            quantize_int8(fused_file if counts is not None else source, target, options)
     finally:
         fused_file.unlink(missing_ok=True)
     return counts
@@ -465,7 +496,7 @@ def load_source(ckpt: str | None, shape: str | None) -> LoadedModel:
 def export(ckpt: str | None = None, output: str | None = None, format: str = "onnx",
            quantize: str | None = None, shape: str | None = None, parity_docs: int = 200,
            atol: float = 1e-3, opset: int = 18, threads: int | None = None,
-           optimize: str = "int8", reduce_range: bool = False, int8_embeddings: bool = False,
+           optimize: str = "int8", reduce_range: bool | str = "auto", int8_embeddings: bool = False,
            attention: str = "plain") -> dict:
     """Export a checkpoint (or a random ``shape``); returns the summary written to parity.json."""
     if format not in ("onnx", "hf"):
@@ -480,6 +511,7 @@ def export(ckpt: str | None = None, output: str | None = None, format: str = "on
         raise ConfigError("shape exports (random weights, for latency only) are format=onnx only")
     if bool(ckpt) == bool(shape):
         raise ConfigError("give exactly one of ckpt=<checkpoint> or shape=bert-LxH")
+    candidates = int8_candidates(reduce_range, bool(int8_embeddings))
     if shape and output is None:
         raise ConfigError("shape exports need output=<folder>")
     if threads:
@@ -498,8 +530,7 @@ def export(ckpt: str | None = None, output: str | None = None, format: str = "on
                 summary = _export_hf(loaded, tmp, names, extra)
             else:
                 summary = _export_onnx(loaded, tmp, names, extra, quantize, parity_docs, atol, opset,
-                                       optimize, Int8Options(bool(reduce_range), bool(int8_embeddings)),
-                                       attention)
+                                       optimize, candidates, attention)
             summary["output"] = str(output)
             write_json_atomic(tmp / PARITY_FILE, summary)
     except ParityError as err:
@@ -507,6 +538,21 @@ def export(ckpt: str | None = None, output: str | None = None, format: str = "on
         raise CheckpointError(f"{err} (nothing written to {output}; details in {failed})") from None
     failed.unlink(missing_ok=True)
     return summary
+
+
+def _int8_scores(report: dict, f1_torch) -> dict:
+    """What choose_int8 compared, for distill.json and parity.json."""
+    scores = {"max_abs_diff": round(float(report["max_abs_diff"]), 6)}
+    if report.get("f1") is not None:
+        scores["f1"] = report["f1"]
+        if f1_torch is not None:
+            scores["f1_diff"] = round(report["f1"] - f1_torch, 6)
+    return scores
+
+
+def _describe_scores(scores: dict) -> str:
+    text = f"max |logit diff| {scores['max_abs_diff']:.3g}"
+    return text + (f", F1 {100 * scores['f1']:.2f}" if "f1" in scores else "")
 
 
 def _export_hf(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict) -> dict:
@@ -533,8 +579,10 @@ def _export_hf(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict) ->
 
 def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
                  quantize: str | None, parity_docs: int, atol: float, opset: int,
-                 optimize: str = "int8", int8: Int8Options = Int8Options(),
+                 optimize: str = "int8", int8: Int8Options | list = Int8Options(),
                  attention: str = "plain") -> dict:
+    """``int8``: the quantization, or a list of candidates, each quantized and checked, the one
+    :func:`choose_int8` picks kept as model.int8.onnx."""
     if attention not in ATTENTION:
         raise ConfigError(f"attention={attention!r}: expected one of {', '.join(ATTENTION)}")
     started = time.perf_counter()
@@ -555,24 +603,62 @@ def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
                  "removed_heads": removed}
     if optimize == "ort" and attention != "fused":
         fusion[ONNX_FILES["onnx"]] = fuse_in_place(fp32_file, config)
+    runners = {"onnx": fp32_file}
+    candidates = {}  # runner name -> (file, options) of each int8 variant
     if quantize:
-        int8_file = tmp / ONNX_FILES["onnx-int8"]
+        options = [int8] if isinstance(int8, Int8Options) else list(int8)
+        for k, opts in enumerate(options):
+            name = "onnx-int8" if len(options) == 1 else f"onnx-int8 ({int8_label(opts)})"
+            candidates[name] = (tmp / (ONNX_FILES["onnx-int8"] if k == 0 else f"model.int8.{k}.tmp.onnx"), opts)
+        targets = dict(candidates.values())
         if attention == "fused":
-            quantize_int8(fp32_file, int8_file, int8, attention=True)
+            for target, opts in targets.items():
+                quantize_int8(fp32_file, target, opts, attention=True)
             fused = fusion[ONNX_FILES["onnx"]]
         elif optimize == "int8":
-            fused = fused_int8(fp32_file, int8_file, config, int8)
+            fused = fused_int8(fp32_file, targets, config)
         else:  # the fp32 graph is already fused (ort) or stays plain (none)
-            quantize_int8(fp32_file, int8_file, int8)
+            for target, opts in targets.items():
+                quantize_int8(fp32_file, target, opts)
             fused = fusion.get(ONNX_FILES["onnx"])
-        fusion[ONNX_FILES["onnx-int8"]] = fused
-        onnx_meta["files"].append(ONNX_FILES["onnx-int8"])
-        onnx_meta["int8"] = {**int8.describe(), "fused_ops": fused}
         log.info("onnx: %s (fused before quantizing: %s)", ONNX_FILES["onnx-int8"],
                  ", ".join(f"{n} {op}" for op, n in fused.items()) if fused else "nothing")
+        runners.update({name: file for name, (file, _) in candidates.items()})
     threshold = float((loaded.meta.get("decode") or {}).get("threshold", 0.0))
-    for name in onnx_meta["files"]:
-        add_span_outputs(tmp / name, threshold)
+    for file in runners.values():
+        add_span_outputs(file, threshold)
+    runners = {name: OnnxRunner(file, "onnx-int8" if name in candidates else name)
+               for name, file in runners.items()}
+    if loaded.tokenizer is None:  # a shape export: synthetic inputs, logits only
+        report = synthetic_parity(loaded, runners)
+        source = "synthetic token ids (random-weights shape model)"
+    else:
+        predictor = Predictor(TorchRunner(loaded.model, as_trained=True), loaded.tokenizer, loaded.meta, loaded.path)
+        docs, source = parity_texts(loaded.meta, parity_docs)
+        report = check_parity(predictor, runners, docs, atol)
+    tried = {}
+    if quantize:
+        chosen = choose_int8(report, list(candidates))
+        file, opts = candidates[chosen]
+        if len(candidates) > 1:
+            tried = {int8_label(o): _int8_scores(report[name], report.get("f1_torch"))
+                     for name, (_, o) in candidates.items()}
+            for name, (other, _) in candidates.items():
+                if other != file:
+                    other.unlink()
+            if file.name != ONNX_FILES["onnx-int8"]:
+                file.replace(tmp / ONNX_FILES["onnx-int8"])
+            log.info("onnx: int8 weights %s kept (reduce_range=auto: %s)", int8_label(opts),
+                     "; ".join(f"{k} {_describe_scores(v)}" for k, v in tried.items()))
+        chosen_report = report[chosen]
+        for name in candidates:
+            del report[name]
+        report["onnx-int8"] = chosen_report
+        fusion[ONNX_FILES["onnx-int8"]] = fused
+        onnx_meta["files"].append(ONNX_FILES["onnx-int8"])
+        onnx_meta["int8"] = {**opts.describe(), "fused_ops": fused,
+                             "checked_without_vnni": cpu_lacks_vnni(),
+                             **({"reduce_range_auto": tried} if tried else {})}
     onnx_meta["outputs"] = [OUTPUT_NAME, "span_index", "span_scores"]
     onnx_meta["threshold_input"] = {"name": "threshold", "default": threshold}
     # offline fusion per file; each file's op counts; the fused ops onnxruntime runs per file
@@ -584,24 +670,18 @@ def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
     meta = export_meta(loaded.meta, "onnx", names, onnx=onnx_meta, fused_ops=onnx_meta["fused_ops"],
                        **extra)
     write_json_atomic(tmp / META_FILE, meta)
-    runners = {"onnx": OnnxRunner(tmp / ONNX_FILES["onnx"], "onnx")}
-    if quantize:
-        runners["onnx-int8"] = OnnxRunner(tmp / ONNX_FILES["onnx-int8"], "onnx-int8")
-    if loaded.tokenizer is None:  # a shape export: synthetic inputs, logits only
-        report = synthetic_parity(loaded, runners)
-        source = "synthetic token ids (random-weights shape model)"
-    else:
-        predictor = Predictor(TorchRunner(loaded.model, as_trained=True), loaded.tokenizer, loaded.meta, loaded.path)
-        docs, source = parity_texts(loaded.meta, parity_docs)
-        report = check_parity(predictor, runners, docs, atol)
+    kept = ["onnx"] + ["onnx-int8"] * bool(quantize)  # the runtimes of the files kept
     fp32 = report["onnx"]
     summary = {"format": "onnx", "source": extra["source"], "texts": source, "atol": atol,
-               **{k: v for k, v in report.items() if k not in runners}, "onnx": fp32}
+               **{k: v for k, v in report.items() if k not in kept}, "onnx": fp32}
     if "onnx-int8" in report:
         int8 = dict(report["onnx-int8"])
         if int8.get("f1") is not None and fp32.get("f1") is not None:
             int8["f1_fp32"] = fp32["f1"]
             int8["f1_diff"] = round(int8["f1"] - fp32["f1"], 6)
+        int8["reduce_range"] = opts.reduce_range
+        if tried:
+            int8["reduce_range_auto"] = tried
         summary["onnx-int8"] = int8
     print_parity(summary)
     problems = []
@@ -612,7 +692,7 @@ def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
     real = fp32.get("mismatched_spans", 0) - fp32.get("borderline_spans", 0)
     if real > 0:
         problems.append(f"{real} spans decode differently")
-    for name in runners:
+    for name in kept:
         if report[name].get("compact_windows_differing"):
             problems.append(f"{name}: the compact output (span_index/span_scores) differs from the "
                             f"thresholded logits in {report[name]['compact_windows_differing']} windows")

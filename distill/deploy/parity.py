@@ -186,4 +186,10 @@ def print_parity(summary: dict) -> None:
             text += (f", F1 {100 * int8['f1']:.2f} vs fp32 {100 * int8['f1_fp32']:.2f} "
                      f"({100 * int8['f1_diff']:+.2f} points)")
         lines.append(text)
+        if int8.get("reduce_range_auto"):
+            kept = "reduce_range" if int8.get("reduce_range") else "full range"
+            tried = "; ".join(f"{k}: max |logit diff| {v['max_abs_diff']:.3g}"
+                              + (f", F1 {100 * v['f1']:.2f}" if "f1" in v else "")
+                              for k, v in int8["reduce_range_auto"].items())
+            lines.append(f"  onnx int8: {kept} weights kept (reduce_range=auto; {tried})")
     print("\n".join(lines), flush=True)

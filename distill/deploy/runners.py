@@ -3,6 +3,7 @@ right one for a checkpoint, run folder or export folder."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from distill.eval.decode import SpanRows
 from distill.io.export_format import ONNX_FILES, read_export_meta, read_export_tokenizer
 from distill.io.load import load_checkpoint, resolve
 from distill.model.heads import without_zeroed_heads
+
+log = logging.getLogger("distill")
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 
@@ -140,5 +143,29 @@ def load_runner(path: str | os.PathLike, runtime: str = "torch", threads: int | 
         raise CheckpointError(f"{folder}: no {file.name}; export with quantize=int8 for "
                               f"runtime={runtime}")
     meta = read_export_meta(folder)
+    if runtime == "onnx-int8":
+        warn_full_range_int8(folder, meta)
     return (OnnxRunner(file, runtime, threads, device), read_export_tokenizer(folder, meta), meta,
             folder)
+
+
+def cpu_lacks_vnni() -> bool:
+    """An x86 Linux CPU without VNNI (AVX2/AVX-512 only), read from /proc/cpuinfo: where
+    onnxruntime's u8×s8 kernels can saturate with full-range int8 weights. False when unknown."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in
+                      Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx2" in flags and not {"avx512_vnni", "avx_vnni"} & set(flags)
+
+
+def warn_full_range_int8(folder: Path, meta: dict) -> None:
+    """An int8 export with full-range weights, checked on a CPU with VNNI (or before the export
+    said), run on one without: its parity may not hold here."""
+    int8 = (meta.get("onnx") or {}).get("int8") or {}
+    if int8.get("reduce_range") is False and not int8.get("checked_without_vnni") and cpu_lacks_vnni():
+        log.warning("%s: int8 weights are full range and this CPU has no VNNI, where onnxruntime "
+                    "can saturate them (wrong entities); export on this CPU (reduce_range=auto "
+                    "checks both) or with reduce_range=true", folder)
