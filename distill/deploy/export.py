@@ -541,18 +541,13 @@ def export(ckpt: str | None = None, output: str | None = None, format: str = "on
 
 
 def _int8_scores(report: dict, f1_torch) -> dict:
-    """What choose_int8 compared, for distill.json and parity.json."""
+    """What choose_int8 compared, for distill.json and parity.json (print_parity shows it)."""
     scores = {"max_abs_diff": round(float(report["max_abs_diff"]), 6)}
     if report.get("f1") is not None:
         scores["f1"] = report["f1"]
         if f1_torch is not None:
             scores["f1_diff"] = round(report["f1"] - f1_torch, 6)
     return scores
-
-
-def _describe_scores(scores: dict) -> str:
-    text = f"max |logit diff| {scores['max_abs_diff']:.3g}"
-    return text + (f", F1 {100 * scores['f1']:.2f}" if "f1" in scores else "")
 
 
 def _export_hf(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict) -> dict:
@@ -603,7 +598,7 @@ def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
                  "removed_heads": removed}
     if optimize == "ort" and attention != "fused":
         fusion[ONNX_FILES["onnx"]] = fuse_in_place(fp32_file, config)
-    runners = {"onnx": fp32_file}
+    files = {"onnx": fp32_file}  # runner name -> ONNX file to check
     candidates = {}  # runner name -> (file, options) of each int8 variant
     if quantize:
         options = [int8] if isinstance(int8, Int8Options) else list(int8)
@@ -611,24 +606,20 @@ def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
             name = "onnx-int8" if len(options) == 1 else f"onnx-int8 ({int8_label(opts)})"
             candidates[name] = (tmp / (ONNX_FILES["onnx-int8"] if k == 0 else f"model.int8.{k}.tmp.onnx"), opts)
         targets = dict(candidates.values())
-        if attention == "fused":
-            for target, opts in targets.items():
-                quantize_int8(fp32_file, target, opts, attention=True)
-            fused = fusion[ONNX_FILES["onnx"]]
-        elif optimize == "int8":
+        if optimize == "int8" and attention != "fused":
             fused = fused_int8(fp32_file, targets, config)
-        else:  # the fp32 graph is already fused (ort) or stays plain (none)
+        else:  # the fp32 graph is already fused (attention=fused, optimize=ort) or stays plain (none)
             for target, opts in targets.items():
-                quantize_int8(fp32_file, target, opts)
+                quantize_int8(fp32_file, target, opts, attention=attention == "fused")
             fused = fusion.get(ONNX_FILES["onnx"])
         log.info("onnx: %s (fused before quantizing: %s)", ONNX_FILES["onnx-int8"],
                  ", ".join(f"{n} {op}" for op, n in fused.items()) if fused else "nothing")
-        runners.update({name: file for name, (file, _) in candidates.items()})
+        files.update({name: file for name, (file, _) in candidates.items()})
     threshold = float((loaded.meta.get("decode") or {}).get("threshold", 0.0))
-    for file in runners.values():
+    for file in files.values():
         add_span_outputs(file, threshold)
     runners = {name: OnnxRunner(file, "onnx-int8" if name in candidates else name)
-               for name, file in runners.items()}
+               for name, file in files.items()}
     if loaded.tokenizer is None:  # a shape export: synthetic inputs, logits only
         report = synthetic_parity(loaded, runners)
         source = "synthetic token ids (random-weights shape model)"
@@ -639,7 +630,7 @@ def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
     tried = {}
     if quantize:
         chosen = choose_int8(report, list(candidates))
-        file, opts = candidates[chosen]
+        file, int8_options = candidates[chosen]
         if len(candidates) > 1:
             tried = {int8_label(o): _int8_scores(report[name], report.get("f1_torch"))
                      for name, (_, o) in candidates.items()}
@@ -648,15 +639,13 @@ def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
                     other.unlink()
             if file.name != ONNX_FILES["onnx-int8"]:
                 file.replace(tmp / ONNX_FILES["onnx-int8"])
-            log.info("onnx: int8 weights %s kept (reduce_range=auto: %s)", int8_label(opts),
-                     "; ".join(f"{k} {_describe_scores(v)}" for k, v in tried.items()))
         chosen_report = report[chosen]
         for name in candidates:
             del report[name]
         report["onnx-int8"] = chosen_report
         fusion[ONNX_FILES["onnx-int8"]] = fused
         onnx_meta["files"].append(ONNX_FILES["onnx-int8"])
-        onnx_meta["int8"] = {**opts.describe(), "fused_ops": fused,
+        onnx_meta["int8"] = {**int8_options.describe(), "fused_ops": fused,
                              "checked_without_vnni": cpu_lacks_vnni(),
                              **({"reduce_range_auto": tried} if tried else {})}
     onnx_meta["outputs"] = [OUTPUT_NAME, "span_index", "span_scores"]
@@ -679,7 +668,7 @@ def _export_onnx(loaded: LoadedModel, tmp: Path, names: list[str], extra: dict,
         if int8.get("f1") is not None and fp32.get("f1") is not None:
             int8["f1_fp32"] = fp32["f1"]
             int8["f1_diff"] = round(int8["f1"] - fp32["f1"], 6)
-        int8["reduce_range"] = opts.reduce_range
+        int8["reduce_range"] = int8_options.reduce_range
         if tried:
             int8["reduce_range_auto"] = tried
         summary["onnx-int8"] = int8
