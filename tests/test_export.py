@@ -369,6 +369,34 @@ def test_fused_attention_refuses_what_it_cannot_fuse(tmp_path):
         export(shape="bert-1x64", output=str(tmp_path / "x"), attention="nope")
 
 
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_an_exporter_failure_is_one_line_naming_the_step(exporter, tmp_path, monkeypatch, capsys):
+    import logging
+
+    import torch
+
+    from distill.deploy import export as export_module
+    from distill.model.shapes import shape_model
+
+    def broken(*args, **kwargs):
+        print("exporter chatter that must not reach the user")
+        raise RuntimeError("unsupported operator\n  at line 3")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    model, _ = shape_model("bert-1x64")
+    level = logging.getLogger("torch.onnx").level
+    if exporter == "dynamo":
+        call, what = (lambda: export_module.export_onnx(model, tmp_path / "m.onnx")), "ONNX export"
+    else:
+        call = lambda: export_module.export_encoder_torchscript(model.encoder, tmp_path / "e.onnx", 17, "recipe export")
+        what = "recipe export"
+    with pytest.raises(CheckpointError) as info:
+        call()
+    assert str(info.value) == f"{what} failed (RuntimeError: unsupported operator at line 3)"
+    assert logging.getLogger("torch.onnx").level == level  # the loggers are put back
+    assert "chatter" not in capsys.readouterr().out
+
+
 def test_full_range_int8_checked_with_vnni_warns_on_a_cpu_without(monkeypatch, caplog, tmp_path):
     import distill.deploy.runners as runners
 

@@ -113,26 +113,33 @@ def export_onnx(model, file: Path, opset: int = 18) -> None:
     seq = torch.export.Dim("sequence", min=2, max=max(int(getattr(config, "max_position_embeddings", 4096)), 3))
     shapes = {name: {0: batch, 1: seq} for name in INPUT_NAMES}
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo",
-                                            "onnxscript", "torch.fx.experimental.symbolic_shapes")]
+    with _quiet_torch_export("ONNX export", "torch.export", "torch._dynamo", "onnxscript",
+                             "torch.fx.experimental.symbolic_shapes"), eager_attention(model.encoder):
+        program = torch.onnx.export(
+            LogitsOnly(model).eval(), args, input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME], dynamic_shapes=shapes, opset_version=opset,
+            dynamo=True, optimize=True, verbose=False)
+        program.save(file, external_data=params > 1_500_000_000)
+
+
+@contextlib.contextmanager
+def _quiet_torch_export(what: str, *loggers: str):
+    """Around a torch.onnx.export call: its chatter (stdout, warnings, the ``torch.onnx`` logger
+    and ``loggers`` below ERROR) silenced, no autograd, and any failure that is not already a
+    :class:`DistillError` turned into a one-line :class:`CheckpointError` naming ``what``."""
+    quiet = [logging.getLogger(n) for n in ("torch.onnx", *loggers)]
     levels = [q.level for q in quiet]
-    stdout = io.StringIO()
     try:
         for q in quiet:
             q.setLevel(logging.ERROR)
-        with contextlib.redirect_stdout(stdout), torch.no_grad(), warnings.catch_warnings(), \
-                eager_attention(model.encoder):
+        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                LogitsOnly(model).eval(), args, input_names=list(INPUT_NAMES),
-                output_names=[OUTPUT_NAME], dynamic_shapes=shapes, opset_version=opset,
-                dynamo=True, optimize=True, verbose=False)
-            program.save(file, external_data=params > 1_500_000_000)
+            yield
     except DistillError:
         raise
     except Exception as err:
         detail = " ".join(str(err).split())[:300]
-        raise CheckpointError(f"ONNX export failed ({type(err).__name__}: {detail})") from None
+        raise CheckpointError(f"{what} failed ({type(err).__name__}: {detail})") from None
     finally:
         for q, level in zip(quiet, levels):
             q.setLevel(level)
@@ -257,22 +264,10 @@ def export_encoder_torchscript(encoder, file: Path, opset: int, what: str) -> No
     naming ``what``."""
     ids, attention, _ = example_inputs(encoder.config.vocab_size)
     axes = {name: {0: "batch", 1: "sequence"} for name in ("input_ids", "attention_mask", "hidden")}
-    quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch.jit")]
-    levels = [q.level for q in quiet]
-    try:
-        for q in quiet:
-            q.setLevel(logging.ERROR)
-        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(_EncoderOnly(encoder.eval()).eval(), (ids, attention), str(file),
-                              input_names=["input_ids", "attention_mask"], output_names=["hidden"],
-                              dynamic_axes=axes, opset_version=opset, dynamo=False)
-    except Exception as err:
-        detail = " ".join(str(err).split())[:300]
-        raise CheckpointError(f"{what} failed ({type(err).__name__}: {detail})") from None
-    finally:
-        for q, level in zip(quiet, levels):
-            q.setLevel(level)
+    with _quiet_torch_export(what, "torch.jit"):
+        torch.onnx.export(_EncoderOnly(encoder.eval()).eval(), (ids, attention), str(file),
+                          input_names=["input_ids", "attention_mask"], output_names=["hidden"],
+                          dynamic_axes=axes, opset_version=opset, dynamo=False)
 
 
 def export_encoder_recipe(encoder, folder: Path, opset: int = 17) -> Path:
