@@ -403,17 +403,8 @@ def read_cmeee(path: str | os.PathLike) -> list[Document]:
     for index, record in enumerate(records):
         where = f"{path}#{index}"
         body = _require(record, "text", str, where)
-        entities = []
-        for k, item in enumerate(_list_field(record, "entities", where)):
-            field = f"entities[{k}]"
-            start = _require(item, "start_idx", int, where, field)
-            end = _require(item, "end_idx", int, where, field)
-            type_ = _require(item, "type", str, where, field)
-            what = f"{field} start_idx={start}, end_idx={end}"
-            entity = _entity(body, start, end + 1, type_, where, what)
-            if "entity" in item:
-                _check_surface(body, entity, item["entity"], where, f"{field}.entity")
-            entities.append(entity)
+        entities = _listed_entities(record, body, where, "start_idx", "end_idx", inclusive_end=True,
+                                    surface="entity")
         documents.append(_document(body, entities, where))
     return documents
 
@@ -462,16 +453,28 @@ def read_jsonl(path: str | os.PathLike) -> list[Document]:
         where = f"{path}:{number}"
         record = _parse_json(line, where)
         body = _require(record, "text", str, where)
-        entities = []
-        for k, item in enumerate(_list_field(record, "entities", where)):
-            field = f"entities[{k}]"
-            start = _require(item, "start", int, where, field)
-            end = _require(item, "end", int, where, field)
-            type_ = _require(item, "type", str, where, field)
-            what = f"{field} start={start}, end={end}"
-            entities.append(_entity(body, start, end, type_, where, what))
+        entities = _listed_entities(record, body, where, "start", "end", inclusive_end=False)
         documents.append(_document(body, entities, where))
     return documents
+
+
+def _listed_entities(record: dict, body: str, where: str, start_key: str, end_key: str,
+                     inclusive_end: bool, surface: str | None = None) -> list:
+    """The record's ``entities`` list of ``{start_key, end_key, "type"}`` objects as entities
+    (an inclusive end is made exclusive); with ``surface``, an item's mention text under that key,
+    when present, must be the text it spans."""
+    entities = []
+    for k, item in enumerate(_list_field(record, "entities", where)):
+        field = f"entities[{k}]"
+        start = _require(item, start_key, int, where, field)
+        end = _require(item, end_key, int, where, field)
+        type_ = _require(item, "type", str, where, field)
+        what = f"{field} {start_key}={start}, {end_key}={end}"
+        entity = _entity(body, start, end + inclusive_end, type_, where, what)
+        if surface is not None and surface in item:
+            _check_surface(body, entity, item[surface], where, f"{field}.{surface}")
+        entities.append(entity)
+    return entities
 
 
 def iter_text(path: str | os.PathLike) -> Iterator[Document]:
