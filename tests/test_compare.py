@@ -390,6 +390,20 @@ def test_kd_gain_takes_the_no_kd_schedule_best_on_dev():
     assert kd["kd_gain"] == pytest.approx(1.0) and kd["kd_gain_split"] == "test"
 
 
+def test_schedules_of_one_student_are_named_by_their_epochs(runs):
+    """Two configurations that differ only in their schedule (e.g. the gold-only twin run 4 and
+    10 epochs) are named by it, not by their run folders; seeds of one schedule stay one row."""
+    for epochs, dev, runs_of in ((4, 0.80, ("g4_s1", "g4_s2")), (10, 0.82, ("g10_s1", "g10_s2"))):
+        for seed, name in enumerate(runs_of, start=1):
+            folder = seeded_student(runs["root"] / "sched" / name, runs["ckpt"], 0.0, dev, 0.78, seed)
+            metrics = json.loads((folder / "metrics.json").read_text())
+            metrics["train"]["epochs"] = epochs
+            write_run(folder, metrics)
+    result = compare.compare([runs["root"] / "sched"], runs["root"] / "sched_out", latency=False)
+    groups = {r["group"] for r in result["rows"] if r["role"] == "student"}
+    assert groups == {"3L uniform no-KD 4 ep", "3L uniform no-KD 10 ep"}, groups
+
+
 def test_int8_f1_of_exported_students_is_a_column(runs):
     """A run with an int8 export (its parity.json) shows int8 − fp32 F1 in the table and CSV;
     runs without one leave it empty; the column is absent when no run has one."""

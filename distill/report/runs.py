@@ -414,7 +414,7 @@ def name_rows(rows: list[dict]) -> None:
         name = _base_name(unit[0])
         for row in unit:
             row["name"] = name
-    for refine in (_transfer_suffix, _kd_suffix, _run_suffix):
+    for refine in (_transfer_suffix, _kd_suffix, _epochs_suffix, _run_suffix):
         # units sharing a name get this refinement's suffix, unless it tells none of them apart
         clashes: dict[str, list[list[dict]]] = {}
         for unit in units:
@@ -458,6 +458,11 @@ def _kd_suffix(unit: list[dict]) -> str:
     if row["role"] == TEACHER or row["kd"] != "KD":
         return ""
     return f" α={fmt_num(row['kd_alpha'])} T={fmt_num(row['kd_temperature'])}"
+
+
+def _epochs_suffix(unit: list[dict]) -> str:
+    epochs = unit[0].get("epochs")
+    return f" {epochs} ep" if epochs is not None else ""
 
 
 def _run_suffix(unit: list[dict]) -> str:
