@@ -99,7 +99,10 @@ def test_student_experiment_composes(name):
     assert cfg.teacher == teacher_cfg.hydra.run.dir  # the teacher experiment's run folder
     assert cfg.data.name is None and cfg.data.dir is None  # data comes from the teacher checkpoint
     assert cfg.data.batch_size == teacher_cfg.data.batch_size
-    assert 0 < cfg.trainer.max_epochs <= teacher_cfg.trainer.max_epochs  # students train no longer than their teacher
+    # students train no longer than their teacher; a narrow student (another, much smaller encoder:
+    # its steps cost a fraction of the teacher's) at most twice as many epochs
+    longest = teacher_cfg.trainer.max_epochs * (2 if dataset.endswith(NARROW_VARIANTS) else 1)
+    assert 0 < cfg.trainer.max_epochs <= longest
     if any(variant in dataset for variant in STUDY_VARIANTS):  # e.g. conll2003_lowlabel_mpnet
         assert cfg.data.unlabeled is None and cfg.student.depth == 4  # the text is a run's choice
     elif dataset.endswith(NARROW_VARIANTS):
