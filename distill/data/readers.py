@@ -470,7 +470,7 @@ def _listed_entities(record: dict, body: str, where: str, start_key: str, end_ke
         end = _require(item, end_key, int, where, field)
         type_ = _require(item, "type", str, where, field)
         what = f"{field} {start_key}={start}, {end_key}={end}"
-        entity = _entity(body, start, end + inclusive_end, type_, where, what)
+        entity = _entity(body, start, end + 1 if inclusive_end else end, type_, where, what)
         if surface is not None and surface in item:
             _check_surface(body, entity, item[surface], where, f"{field}.{surface}")
         entities.append(entity)
